@@ -1,0 +1,84 @@
+"""Command line: ``python -m mappa_env evaluate|list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mappa_env",
+        description="MAPPA environments: evaluate teams of agents on multi-agent tasks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="run a team policy on a split and print the results table",
+        description="Run a team policy on every task of a split and print Success Rate, Accuracy (Fair), "
+        "F1 (Fair), RMSE (Fair) and RPG. Results (every episode, every step) are written as JSON.",
+    )
+    ev.add_argument("--policy", default="scripted",
+                    help="scripted, a faulty team (buggy-missing-x-test, ...), openai:<model> or hf:<path-or-id> (default: scripted)")
+    ev.add_argument("--env", default="dsbench-v0", help="environment id (default: dsbench-v0)")
+    ev.add_argument("--split", default="heldout", choices=["train", "heldout", "all"], help="task split (default: heldout)")
+    ev.add_argument("--suite", default=None, help="task suite: builtin (default), dsbench, user, or a task directory")
+    ev.add_argument("--suite-root", default=None, help="data root for --suite dsbench / user")
+    ev.add_argument("--episodes", type=int, default=None, help="number of episodes (default: one per task of the split)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
+    ev.add_argument("--coach", default="receipts", help="coach name (default: receipts)")
+    ev.add_argument("--sandbox", default="local", help="sandbox backend: local (bubblewrap) or unisolated (default: local)")
+    ev.add_argument("--exec-timeout", type=float, default=60.0, help="seconds per code execution (default: 60)")
+    ev.add_argument("--output", type=Path, default=None,
+                    help="JSON results path (default: results/eval-<policy>-<split>.json)")
+    ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    ls = sub.add_parser("list", help="list registered environments, or the tasks of a split")
+    ls.add_argument("what", choices=["envs", "tasks"])
+    ls.add_argument("--split", default="all", choices=["train", "heldout", "all"])
+
+    args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        return _evaluate(args)
+    return _list(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from mappa_env.evaluation import evaluate, results_table, write_results
+
+    env_kwargs = {"coach": args.coach, "sandbox": args.sandbox, "exec_timeout_s": args.exec_timeout}
+    if args.suite:
+        env_kwargs["suite"] = args.suite
+    if args.suite_root:
+        env_kwargs["suite_kwargs"] = {"root" if args.suite == "dsbench" else "path": args.suite_root}
+    try:
+        results = evaluate(args.policy, env_id=args.env, split=args.split, episodes=args.episodes,
+                           seed=args.seed, env_kwargs=env_kwargs, progress=not args.no_progress)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    safe_policy = args.policy.replace(":", "_").replace("/", "_")
+    path = write_results(results, args.output or Path("results") / f"eval-{safe_policy}-{args.split}.json")
+    print(results_table(results))
+    print(f"\n{len(results['episodes'])} episodes; results written to {path}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    import mappa_env
+
+    if args.what == "envs":
+        for env_id, spec in sorted(mappa_env.registry.items()):
+            print(f"{env_id:16} {spec.description}")
+        return 0
+    from mappa_env.tasks import load_tasks
+
+    for task in load_tasks("builtin", split=args.split):
+        print(f"{task.id:44} {task.split:8} {task.task_type:15} {task.metric}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

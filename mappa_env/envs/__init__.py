@@ -1,0 +1,1 @@
+"""Team environments built on the generic pipeline engine (:mod:`mappa_env.envs.pipeline`)."""

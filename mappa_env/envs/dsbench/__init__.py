@@ -1,0 +1,111 @@
+"""``dsbench-v0``: a three-agent team solves Kaggle-style tabular prediction tasks by writing Python.
+
+Agents (in order): ``data_engineer`` → ``modeler`` → ``analyst``. Each acts up to
+``max_actions_per_agent`` times (default 4); a reply without a ```python block, or the last allowed
+action, ends its stage. Files pass through a shared workspace::
+
+    train.csv, test.csv, sample_submission.csv        (task inputs)
+    data_engineer → X_train.pkl, y_train.pkl, X_test.pkl, test_ids.pkl
+    modeler       → model.pkl
+    analyst       → submission.csv                    (graded on the host by id)
+
+Spaces:
+    action: any text (:class:`mappa_env.spaces.UnicodeText`): the model's full reply.
+    observation: ``{"text": str}``, the complete prompt the agent should now see;
+    ``infos[agent]["messages"]`` holds the same content as chat messages.
+
+Rewards (see :mod:`mappa_env.envs.pipeline` for the channels):
+    ``env.rewards[A]`` after ``A`` acts: the coach's 0–10 score times ``reward_scale`` (default 0.1).
+    ``infos[A]["step_rewards"]`` at termination: one reward per action of ``A`` in ``reward_mode``
+    (``"process"``, ``"outcome"``: every action gets the episode's outcome reward, or ``"mixed"``).
+    The outcome reward is 0 for an invalid submission, else the quality on a 0–10 scale: the task's
+    primary metric × 10 for classification, ``10 × (1 − RMSE / target range)`` (floored at 0) for regression.
+
+Info at termination: ``infos[A]["outcome"]`` = ``{valid, reason, metrics, task_id, task_type}``;
+``infos[A]["steps"]`` every step record of ``A``.
+
+Arguments: ``suite`` (``"builtin"``, ``"dsbench"``, ``"user"`` or a task directory), ``suite_kwargs``
+(``{"root": ...}`` for DSBench, ``{"path": ...}`` for user tasks), ``split`` (``"train"``, ``"heldout"``,
+``"all"``), and the engine's ``max_actions_per_agent``, ``reward_mode``, ``reward_scale``,
+``outcome_weight``, ``coach``, ``coach_kwargs``, ``sandbox``, ``sandbox_kwargs``, ``exec_timeout_s``,
+``max_output_chars``, ``render_mode`` (``"ansi"``), ``max_cycles``.
+
+Version history:
+    v0: initial release.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pettingzoo.utils import wrappers
+
+from mappa_env.envs.dsbench.grader import grade_submission
+from mappa_env.envs.dsbench.roles import ROLES
+from mappa_env.envs.pipeline import PipelineEnv
+
+SPLITS = ("train", "heldout", "all")
+
+
+class DSBenchEnv(PipelineEnv):
+    """The data engineer → modeler → analyst pipeline on tabular tasks. Build it with :func:`env`."""
+
+    metadata = {"render_modes": ["ansi"], "name": "dsbench_v0", "is_parallelizable": False}
+    env_id = "dsbench-v0"
+    roles = ROLES
+
+    def __init__(
+        self,
+        *,
+        suite: str = "builtin",
+        split: str = "train",
+        suite_kwargs: Mapping[str, Any] | None = None,
+        **engine_kwargs: Any,
+    ):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if not isinstance(suite, (str, Path)):
+            raise ValueError(f"suite must be 'builtin', 'dsbench', 'user' or a task directory path, got {suite!r}")
+        self.suite = str(suite)
+        self.split = split
+        self.suite_kwargs = dict(suite_kwargs or {})
+        super().__init__(**engine_kwargs)
+        self.tasks  # load (and validate) the task list now, so a bad suite fails at construction
+
+    def _load_tasks(self):
+        from mappa_env.tasks import load_tasks
+
+        return load_tasks(self.suite, split=self.split, **self.suite_kwargs)
+
+    def _prepare_workspace(self, task, workspace: Path) -> None:
+        from mappa_env.tasks import ensure_materialized
+
+        self.task = task = ensure_materialized(task)
+        for name in task.files:
+            shutil.copyfile(task.public_dir / name, workspace / name)
+
+    def _grade(self, task, workspace: Path) -> dict[str, Any]:
+        return grade_submission(task, workspace / "submission.csv")
+
+    def _outcome_score(self, outcome: Mapping[str, Any]) -> float:
+        if not outcome.get("valid"):
+            return 0.0
+        metrics = outcome.get("metrics", {})
+        if outcome.get("task_type") == "regression":
+            pct = metrics.get("rmse_pct_range")
+            return 0.0 if pct is None else max(0.0, 10.0 * (1.0 - pct / 100.0))
+        primary = metrics.get("primary", metrics.get("accuracy", 0.0))
+        return float(min(10.0, max(0.0, 10.0 * primary)))
+
+
+def raw_env(**kwargs: Any) -> DSBenchEnv:
+    """The environment without wrappers."""
+    return DSBenchEnv(**kwargs)
+
+
+def env(**kwargs: Any):
+    """``dsbench-v0`` wrapped with PettingZoo's order-enforcing wrapper (what ``mappa_env.make`` returns)."""
+    return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))

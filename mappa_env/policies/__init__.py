@@ -1,0 +1,28 @@
+"""Reference and model-backed teams for evaluation: ``make_policy("scripted")``, ``make_policy("openai:gpt-4.1-mini")``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mappa_env.policies.base import Policy
+from mappa_env.policies.chat import HFChatTeam, OpenAIChatTeam, PolicyError
+from mappa_env.policies.scripted import FAULTS, ScriptedTeam
+
+__all__ = ["POLICY_NAMES", "HFChatTeam", "OpenAIChatTeam", "Policy", "PolicyError", "ScriptedTeam", "make_policy"]
+
+POLICY_NAMES = ("scripted", *FAULTS, "openai:<model>", "hf:<path-or-id>")
+
+
+def make_policy(name: str | Policy, **kwargs: Any) -> Policy:
+    """Build a team policy by name; a :class:`Policy` instance is returned unchanged."""
+    if not isinstance(name, str):
+        return name
+    if name == "scripted":
+        return ScriptedTeam()
+    if name in FAULTS:
+        return ScriptedTeam(name, fault=FAULTS[name])
+    if name.startswith("openai:") and len(name) > len("openai:"):
+        return OpenAIChatTeam(name.split(":", 1)[1], **kwargs)
+    if name.startswith("hf:") and len(name) > len("hf:"):
+        return HFChatTeam(name.split(":", 1)[1], **kwargs)
+    raise ValueError(f"unknown policy {name!r}; valid: {', '.join(POLICY_NAMES)}")

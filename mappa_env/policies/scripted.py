@@ -1,0 +1,131 @@
+"""Reference teams for ``dsbench-v0`` that write their code from templates.
+
+``scripted`` solves any task in the pipeline's file format with plain pandas/scikit-learn: the data
+engineer one-hot encodes categoricals and fills gaps, the modeler fits a random forest, the analyst writes
+the submission in the sample submission's format. It reads everything it needs (id and target columns,
+task type) from the workspace and the task text, as a model would.
+
+The faulty teams reproduce classic pipeline failures for credit-assignment tests; each breaks exactly one
+role and leaves the others correct:
+
+* ``buggy-missing-x-test``: the data engineer never saves ``X_test.pkl``.
+* ``buggy-missing-model``: the modeler trains but never saves ``model.pkl``.
+* ``buggy-analyst-keyerror``: the analyst indexes a column that does not exist.
+* ``buggy-wrong-columns``: the analyst writes the submission with a wrong column name.
+* ``silent``: every agent answers without code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from mappa_env.policies.base import num_previous_actions
+
+_TASK_TYPE_RE = re.compile(r"Task type:\s*\**\s*(classification|regression)", re.I)
+
+DATA_ENGINEER_CODE = '''\
+import numpy as np
+import pandas as pd
+
+train = pd.read_csv("train.csv")
+test = pd.read_csv("test.csv")
+sample = pd.read_csv("sample_submission.csv")
+id_col, target = sample.columns[0], sample.columns[1]
+features = [c for c in train.columns if c not in (id_col, target)]
+full = pd.concat([train[features], test[features]], keys=["train", "test"])
+numeric = full.select_dtypes("number").columns.tolist()
+categorical = [c for c in features if c not in numeric]
+full[numeric] = full[numeric].fillna(full[numeric].median())
+for col in categorical:
+    values = full[col].astype("string").fillna("missing")
+    top = values.value_counts().index[:20]
+    full[col] = values.where(values.isin(top), "other")
+full = pd.get_dummies(full, columns=categorical, dtype=float).fillna(0.0)
+X_train, X_test = full.loc["train"], full.loc["test"]
+X_train.to_pickle("X_train.pkl")
+train[target].to_pickle("y_train.pkl")
+{save_x_test}test[id_col].to_pickle("test_ids.pkl")
+print("X_train", X_train.shape, "X_test", X_test.shape, "target", target)
+'''
+
+MODELER_CODE = '''\
+import pickle
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.model_selection import cross_val_score
+
+X_train = pd.read_pickle("X_train.pkl")
+y_train = pd.read_pickle("y_train.pkl")
+task_type = "{task_type}"
+if task_type == "classification":
+    y_train = y_train.astype(str)
+    model = RandomForestClassifier(n_estimators=150, random_state=0, n_jobs=1)
+else:
+    model = RandomForestRegressor(n_estimators=150, random_state=0, n_jobs=1)
+scores = cross_val_score(model, X_train, y_train, cv=3)
+print("cross-validation score:", scores.mean().round(4))
+model.fit(X_train, y_train)
+{save_model}'''
+
+ANALYST_CODE = '''\
+import pickle
+import pandas as pd
+
+with open("model.pkl", "rb") as f:
+    model = pickle.load(f)
+X_test = pd.read_pickle("X_test.pkl")
+ids = pd.read_pickle("test_ids.pkl")
+sample = pd.read_csv("sample_submission.csv")
+id_col, target = sample.columns[0], sample.columns[1]
+{bug}submission = pd.DataFrame({{{id_expr}: ids.values, {target_expr}: model.predict(X_test)}})
+submission.to_csv("submission.csv", index=False)
+print(submission.shape, submission.columns.tolist())
+'''
+
+SAVE_MODEL = 'with open("model.pkl", "wb") as f:\n    pickle.dump(model, f)\nprint("saved model.pkl")\n'
+
+
+def task_type_of(text: str) -> str:
+    """The task type declared in the task text (``Task type: ...``); regression when absent."""
+    match = _TASK_TYPE_RE.search(text)
+    return match.group(1).lower() if match else "regression"
+
+
+class ScriptedTeam:
+    """A deterministic team: one code action per agent, then a summary without code."""
+
+    def __init__(self, name: str = "scripted", *, fault: str | None = None):
+        self.name = name
+        self.fault = fault
+
+    def act(self, agent: str, observation: Mapping[str, Any], info: Mapping[str, Any]) -> str:
+        if self.fault == "silent":
+            return "I have nothing to add."
+        if num_previous_actions(info) > 0:
+            return f"Done: my part as {agent.replace('_', ' ')} is finished; the files are in the workspace."
+        code = self._code(agent, observation["text"])
+        return f"Here is my code.\n\n```python\n{code}```"
+
+    def _code(self, agent: str, text: str) -> str:
+        if agent == "data_engineer":
+            skip = self.fault == "missing-x-test"
+            return DATA_ENGINEER_CODE.format(save_x_test="" if skip else 'X_test.to_pickle("X_test.pkl")\n')
+        if agent == "modeler":
+            save = "" if self.fault == "missing-model" else SAVE_MODEL
+            return MODELER_CODE.format(task_type=task_type_of(text), save_model=save)
+        if agent == "analyst":
+            bug = 'ids = ids.to_frame()["no_such_column"]\n' if self.fault == "analyst-keyerror" else ""
+            target_expr = '"prediction"' if self.fault == "wrong-columns" else "target"
+            return ANALYST_CODE.format(bug=bug, id_expr="id_col", target_expr=target_expr)
+        raise ValueError(f"the scripted team has no role {agent!r}")
+
+
+FAULTS = {
+    "buggy-missing-x-test": "missing-x-test",
+    "buggy-missing-model": "missing-model",
+    "buggy-analyst-keyerror": "analyst-keyerror",
+    "buggy-wrong-columns": "wrong-columns",
+    "silent": "silent",
+}

@@ -1,0 +1,73 @@
+"""The `Task` record: one Kaggle-style prediction problem, wherever it comes from.
+
+A task is described by its metadata (this record) and by files in a directory on the host:
+
+``public_dir``
+    ``train.csv``, ``test.csv`` (no target column) and ``sample_submission.csv`` (id column first, then
+    the target column). These are copied into each episode's workspace.
+``answers_path``
+    ``answers.csv`` with the id column and the true target for every test row. It lives on the host only
+    and is never copied into a workspace or made visible to the sandbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+TaskType = Literal["classification", "regression"]
+Split = Literal["train", "heldout"]
+
+#: Files every task's public directory holds, in the order they are listed to agents.
+PUBLIC_FILES = ("train.csv", "test.csv", "sample_submission.csv")
+ANSWERS_FILE = "answers.csv"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One prediction task.
+
+    Attributes:
+        id: stable identifier, unique within its suite (``"builtin/penguins-species"``).
+        title: one-line human title.
+        description: the full Kaggle-style description shown to agents (names the target, the id
+            column, the metric and the submission format).
+        task_type: ``"classification"`` or ``"regression"``. Declared, never guessed from label values.
+        target: name of the target column in ``train.csv`` and in the submission.
+        id_column: name of the id column in ``test.csv``, the submission and the answers.
+        metric: primary metric name (see :mod:`mappa_env.metrics`): ``"accuracy"``, ``"f1"``,
+            ``"macro_f1"``, ``"rmse"`` or ``"mae"``.
+        split: ``"train"`` or ``"heldout"``.
+        suite: name of the suite the task belongs to (``"builtin"``, ``"dsbench"``, ``"user"``).
+        public_dir: host directory with the public files (:data:`PUBLIC_FILES`).
+        answers_path: host path of the hidden labels. Never visible to the sandbox.
+        files: names of the public files, relative to ``public_dir``.
+        positive_label: for binary classification, the label F1 treats as positive (as a string), or None.
+        target_range: for regression, ``max - min`` of the target over train and test, used for
+            RMSE as a percentage of the range.
+    """
+
+    id: str
+    title: str
+    description: str
+    task_type: TaskType
+    target: str
+    id_column: str
+    metric: str
+    split: Split
+    suite: str
+    public_dir: Path
+    answers_path: Path
+    files: tuple[str, ...] = PUBLIC_FILES
+    positive_label: str | None = None
+    target_range: float | None = None
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.task_type not in ("classification", "regression"):
+            raise ValueError(
+                f"task {self.id!r}: task_type must be 'classification' or 'regression', got {self.task_type!r}"
+            )
+        if self.split not in ("train", "heldout"):
+            raise ValueError(f"task {self.id!r}: split must be 'train' or 'heldout', got {self.split!r}")

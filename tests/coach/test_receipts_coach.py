@@ -1,0 +1,103 @@
+"""The receipts coach on hand-built requests: blame follows files and errors; final scores follow quality."""
+
+import pytest
+
+from mappa_env.coach import CoachRequest, ReceiptsCoach, RoleInfo, Verdict, make_coach
+from mappa_env.envs.dsbench.roles import ROLES
+
+TEAM = tuple(RoleInfo(r.name, r.consumes, r.produces) for r in ROLES)
+INPUTS = {"train.csv": 100, "test.csv": 50, "sample_submission.csv": 20}
+DE_OUT = {"X_train.pkl": 1, "y_train.pkl": 1, "X_test.pkl": 1, "test_ids.pkl": 1}
+
+
+def request(role="analyst", *, status="ok", error="", after=None, ends_stage=False, outcome=None,
+            changed=(), task_type="classification"):
+    return CoachRequest(
+        env_id="dsbench-v0", task_id="t", task_type=task_type, role=role, role_instructions="",
+        team=TEAM, task_description="", observation="", action="", code="x" if status != "no_code" else "",
+        action_index=0, ends_stage=ends_stage, status=status, stdout="", stderr="", error=error,
+        workspace_before={}, workspace_after=after if after is not None else dict(INPUTS),
+        files_changed=tuple(changed), outcome=outcome,
+    )
+
+
+coach = ReceiptsCoach()
+
+
+def test_missing_upstream_file_blames_its_owner_not_the_reader():
+    err = "FileNotFoundError: [Errno 2] No such file or directory: 'X_test.pkl'"
+    after = {**INPUTS, "X_train.pkl": 1, "y_train.pkl": 1, "test_ids.pkl": 1, "model.pkl": 1}
+    verdict = coach.score(request(status="error", error=err, after=after))
+    assert verdict.score == 5 and "data_engineer" in verdict.rationale
+
+
+def test_missing_file_that_exists_or_is_own_output_is_own_fault():
+    err = "FileNotFoundError: [Errno 2] No such file or directory: 'submission.csv'"
+    assert coach.score(request(status="error", error=err)).score == 2
+    err = "FileNotFoundError: [Errno 2] No such file or directory: 'data/train2.csv'"
+    assert coach.score(request(status="error", error=err)).score == 2
+
+
+def test_stage_end_without_required_outputs_scores_lowest():
+    after = {**INPUTS, "X_train.pkl": 1, "y_train.pkl": 1, "test_ids.pkl": 1}
+    verdict = coach.score(request("data_engineer", status="no_code", after=after, ends_stage=True))
+    assert verdict.score == 1 and "X_test.pkl" in verdict.rationale
+
+
+def test_stage_end_blocked_by_upstream_is_not_blamed():
+    verdict = coach.score(request("modeler", status="no_code", after=dict(INPUTS), ends_stage=True))
+    assert verdict.score == 5 and "data_engineer" in verdict.rationale
+
+
+def test_progress_and_completion():
+    partial = {**INPUTS, "X_train.pkl": 1}
+    assert coach.score(request("data_engineer", after=partial, changed=["X_train.pkl"])).score == 6
+    done = {**INPUTS, **DE_OUT}
+    assert coach.score(request("data_engineer", after=done, changed=list(DE_OUT))).score == 8
+
+
+@pytest.mark.parametrize("status, expected", [("timeout", 1), ("killed", 1)])
+def test_timeouts_and_kills(status, expected):
+    assert coach.score(request(status=status, error="limit")).score == expected
+
+
+@pytest.mark.parametrize(
+    "metrics, cap",
+    [({"accuracy": 0.9, "f1": 0.88}, 9), ({"accuracy": 0.8, "f1": 0.7}, 8), ({"accuracy": 0.7}, 6),
+     ({"accuracy": 0.6}, 4), ({"accuracy": 0.4}, 3), ({"accuracy": 0.92, "f1": 0.1}, 3)],
+)
+def test_final_agent_capped_by_classification_quality(metrics, cap):
+    outcome = {"valid": True, "reason": "", "metrics": metrics}
+    after = {**INPUTS, **DE_OUT, "model.pkl": 1, "submission.csv": 1}
+    assert coach.score(request(after=after, ends_stage=True, outcome=outcome)).score == cap
+
+
+@pytest.mark.parametrize("pct, cap", [(5, 9), (20, 8), (40, 6), (80, 4)])
+def test_final_agent_capped_by_regression_quality(pct, cap):
+    outcome = {"valid": True, "reason": "", "metrics": {"rmse_pct_range": pct}}
+    verdict = coach.score(request(ends_stage=True, outcome=outcome, task_type="regression"))
+    assert verdict.score == cap
+
+
+def test_invalid_submission_by_the_analyst_itself():
+    outcome = {"valid": False, "reason": "wrong columns", "metrics": {}}
+    after = {**INPUTS, **DE_OUT, "model.pkl": 1, "submission.csv": 1}
+    verdict = coach.score(request(status="no_code", after=after, ends_stage=True, outcome=outcome))
+    assert verdict.score == 2 and "wrong columns" in verdict.rationale
+
+
+def test_make_coach_by_name_and_instance():
+    assert isinstance(make_coach("receipts"), ReceiptsCoach)
+    assert isinstance(make_coach("auto"), ReceiptsCoach)
+    mine = ReceiptsCoach()
+    assert make_coach(mine) is mine
+    with pytest.raises(ValueError, match="not part of this release"):
+        make_coach("openai:gpt-4.1-mini")
+    with pytest.raises(ValueError, match="unknown coach"):
+        make_coach("oracle")
+
+
+def test_verdict_rejects_out_of_range_scores_and_keeps_none():
+    with pytest.raises(ValueError, match="0-10"):
+        Verdict(11, "", "x")
+    assert Verdict(None, "API down", "x").to_dict() == {"score": None, "rationale": "API down", "coach": "x"}

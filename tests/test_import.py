@@ -1,0 +1,18 @@
+"""`import mappa_env` must stay light: no torch, no transformers, even after building an environment."""
+
+import subprocess
+import sys
+
+
+def test_import_does_not_load_torch_or_transformers():
+    code = (
+        "import sys, mappa_env\n"
+        "import mappa_env.envs.dsbench, mappa_env.coach, mappa_env.sandbox, mappa_env.tasks, mappa_env.metrics\n"
+        "import mappa_env.policies, mappa_env.evaluation\n"
+        "env = mappa_env.make('dsbench-v0', split='heldout')\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout

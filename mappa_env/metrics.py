@@ -95,7 +95,22 @@ def normalize_label(value: Any) -> str:
 
 def normalize_labels(values: Iterable[Any]) -> np.ndarray:
     """:func:`normalize_label` applied to every element; returns an object array of ``str``."""
-    return np.array([normalize_label(v) for v in values], dtype=object)
+    # Label columns repeat a few values many times: normalise each distinct value once. The key holds the
+    # type because 1, 1.0 and True are equal dict keys but True must stay "True".
+    cache: dict[tuple[type, Any], str] = {}
+    out = []
+    for value in values:
+        try:
+            key = (type(value), value)
+            label = cache.get(key)
+        except TypeError:  # unhashable: normalise without the cache
+            key, label = None, None
+        if label is None:
+            label = normalize_label(value)
+            if key is not None:
+                cache[key] = label
+        out.append(label)
+    return np.array(out, dtype=object)
 
 
 def _as_float_array(values: Iterable[Any], what: str) -> np.ndarray:
@@ -126,13 +141,16 @@ def accuracy(y_true: Sequence, y_pred: Sequence) -> float:
     return float(np.mean(normalize_labels(y_true) == normalize_labels(y_pred)))
 
 
-def _f1_of_class(true: np.ndarray, pred: np.ndarray, label: str) -> float:
-    # F1 = 2tp / (2tp + fp + fn); sklearn's zero_division=0 gives 0 when the denominator is 0.
-    tp = int(np.sum((true == label) & (pred == label)))
-    fp = int(np.sum((true != label) & (pred == label)))
-    fn = int(np.sum((true == label) & (pred != label)))
-    denominator = 2 * tp + fp + fn
-    return 2 * tp / denominator if denominator else 0.0
+def _per_class_f1(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """F1 of every class in the union of ``true`` and ``pred`` in one pass.
+
+    F1 = 2tp / (2tp + fp + fn), and 2tp + fp + fn = (times the class is true) + (times it is predicted);
+    sklearn's ``zero_division=0`` gives 0 when that sum is 0.
+    """
+    true_counts, pred_counts = Counter(true), Counter(pred)
+    hits = Counter(t for t, p in zip(true, pred) if t == p)
+    classes = set(true_counts) | set(pred_counts)
+    return {c: 2 * hits[c] / (true_counts[c] + pred_counts[c]) for c in classes}
 
 
 def f1_binary(y_true: Sequence, y_pred: Sequence, positive_label: Any) -> float:
@@ -140,7 +158,8 @@ def f1_binary(y_true: Sequence, y_pred: Sequence, positive_label: Any) -> float:
     _check_same_length(y_true, y_pred)
     if len(y_true) == 0:
         return NAN
-    return _f1_of_class(normalize_labels(y_true), normalize_labels(y_pred), normalize_label(positive_label))
+    f1_by_class = _per_class_f1(normalize_labels(y_true), normalize_labels(y_pred))
+    return f1_by_class.get(normalize_label(positive_label), 0.0)  # never true nor predicted: 0/0 -> 0
 
 
 def f1_macro(y_true: Sequence, y_pred: Sequence) -> float:
@@ -152,9 +171,8 @@ def f1_macro(y_true: Sequence, y_pred: Sequence) -> float:
     _check_same_length(y_true, y_pred)
     if len(y_true) == 0:
         return NAN
-    true, pred = normalize_labels(y_true), normalize_labels(y_pred)
-    classes = sorted(set(true) | set(pred))
-    return float(np.mean([_f1_of_class(true, pred, c) for c in classes]))
+    f1_by_class = _per_class_f1(normalize_labels(y_true), normalize_labels(y_pred))
+    return float(np.mean([f1_by_class[c] for c in sorted(f1_by_class)]))  # sorted: a deterministic sum order
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
@@ -241,17 +259,6 @@ def binary_scores(y_true: Sequence, y_pred: Sequence, positive_label: Any) -> np
     return scores
 
 
-def _thresholded_scores(y_true: Sequence, scores: np.ndarray, positive_label: Any) -> dict[str, float]:
-    # A score above 0.5 predicts the positive label. Compared as positive/not-positive indicators, so the
-    # name of the negative label is never needed (and never guessed).
-    is_positive = normalize_labels(y_true) == normalize_label(positive_label)
-    predicted_positive = scores > 0.5
-    return {
-        "accuracy": float(np.mean(is_positive == predicted_positive)) if len(scores) else NAN,
-        "f1": f1_binary(is_positive, predicted_positive, True),
-    }
-
-
 def score_predictions(
     task_type: str,
     y_true: Sequence,
@@ -279,7 +286,11 @@ def score_predictions(
     scores = binary_scores(y_true, y_pred, positive_label)
     if scores is None:
         return {"accuracy": accuracy(y_true, y_pred), "f1": f1_binary(y_true, y_pred, positive_label)}
-    return {**_thresholded_scores(y_true, scores, positive_label), "roc_auc": roc_auc(y_true, scores, positive_label)}
+    return {
+        "accuracy": metric_value("accuracy", y_true, y_pred, positive_label=positive_label),
+        "f1": metric_value("f1", y_true, y_pred, positive_label=positive_label),
+        "roc_auc": roc_auc(y_true, scores, positive_label),
+    }
 
 
 def metric_value(
@@ -298,20 +309,25 @@ def metric_value(
     """
     if metric not in HIGHER_IS_BETTER:
         raise ValueError(f"unknown metric {metric!r}; expected one of {sorted(HIGHER_IS_BETTER)}")
-    if metric == "accuracy" or (metric == "f1" and positive_label is not None):
-        return score_predictions("classification", y_true, y_pred, positive_label=positive_label)[metric]
-    if metric in ("f1", "macro_f1"):
-        return f1_macro(y_true, y_pred)
+    if metric == "rmse":
+        return rmse(y_true, y_pred)
+    if metric == "mae":
+        return mae(y_true, y_pred)
+    scores = binary_scores(y_true, y_pred, positive_label) if positive_label is not None else None
     if metric == "roc_auc":
         if positive_label is None:
             raise ValueError("roc_auc needs the task's positive_label")
-        scores = binary_scores(y_true, y_pred, positive_label)
         if scores is None:
             scores = (normalize_labels(y_pred) == normalize_label(positive_label)).astype(float)
         return roc_auc(y_true, scores, positive_label)
-    if metric == "rmse":
-        return rmse(y_true, y_pred)
-    return mae(y_true, y_pred)
+    if scores is not None:  # probabilities: score the 0.5-threshold as positive / not-positive labels
+        y_true = normalize_labels(y_true) == normalize_label(positive_label)
+        y_pred, positive_label = scores > 0.5, True
+    if metric == "accuracy":
+        return accuracy(y_true, y_pred)
+    if metric == "f1" and positive_label is not None:
+        return f1_binary(y_true, y_pred, positive_label)
+    return f1_macro(y_true, y_pred)
 
 
 def most_frequent_label(y_train: Iterable[Any]) -> str:

@@ -270,6 +270,13 @@ def test_unknown_metric_raises(tmp_path):
         grade_submission(task, tmp_path / "submission.csv")
 
 
+def test_metric_that_does_not_fit_the_task_type_raises(tmp_path):
+    task = _write_task(tmp_path / "bad", task_type="classification", target="y", id_column="id", metric="rmse",
+                       ids=["a"], answers=["x"], train_target=["x"])
+    with pytest.raises(ValueError, match="does not fit"):
+        grade_submission(task, tmp_path / "submission.csv")
+
+
 def test_answers_inconsistent_with_test_csv_raises(species_task, tmp_path):
     pd.DataFrame({"id": ["p1", "p2"], "species": ["adelie", "gentoo"]}).to_csv(species_task.answers_path, index=False)
     with pytest.raises(ValueError, match="differ"):

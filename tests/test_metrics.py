@@ -162,6 +162,15 @@ def test_score_predictions_binary_probabilities():
     assert scores == pytest.approx({"accuracy": 0.8, "f1": 0.8, "roc_auc": 11 / 12})
 
 
+def test_metric_value_thresholds_probabilities_for_label_metrics():
+    # > 0.5 -> [yes, no, no, no, yes] vs [yes, no, yes, no, yes]: yes: tp 2, fp 0, fn 1 -> 4/5;
+    # not-yes: tp 2, fp 1, fn 0 -> 4/5; macro 4/5
+    truth, probs = ["yes", "no", "yes", "no", "yes"], [0.9, 0.4, 0.4, 0.2, 0.6]
+    assert metric_value("macro_f1", truth, probs, positive_label="yes") == pytest.approx(0.8)
+    assert metric_value("accuracy", truth, probs, positive_label="yes") == pytest.approx(0.8)
+    assert metric_value("roc_auc", truth, probs, positive_label="yes") == pytest.approx(11 / 12)
+
+
 def test_score_predictions_probabilities_on_a_01_task():
     # 0.9 is not a label of a 0/1 task, so these are scores; > 0.5 -> [1, 0, 1, 0, 0] vs [1, 0, 1, 0, 1]
     scores = score_predictions("classification", [1, 0, 1, 0, 1], [0.9, 0.1, 1, 0, 0.3], positive_label="1")

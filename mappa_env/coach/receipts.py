@@ -17,6 +17,7 @@ for LLM coaches. It follows the rubric of MAPPA's coach:
 
 from __future__ import annotations
 
+import math
 import re
 
 from mappa_env.coach.base import CoachRequest, SyncCoach, Verdict
@@ -111,20 +112,26 @@ class ReceiptsCoach(SyncCoach):
 def quality_cap(task_type: str, metrics: dict) -> tuple[float, str]:
     """The maximum score a final agent may get for a graded result, with the reason (MAPPA's caps)."""
     if task_type == "regression":
-        pct = metrics.get("rmse_pct_range")
+        pct = _finite(metrics.get("rmse_pct_range"))
         if pct is None:
             return 6.0, "no RMSE to judge by"
         for limit, cap in ((10, 9.0), (25, 8.0), (50, 6.0)):
             if pct < limit:
                 return cap, f"RMSE is {pct:.1f}% of the target range"
         return 4.0, f"RMSE is {pct:.1f}% of the target range"
-    quality = metrics.get("roc_auc", metrics.get("accuracy"))
+    roc_auc, accuracy = _finite(metrics.get("roc_auc")), _finite(metrics.get("accuracy"))
+    quality = roc_auc if roc_auc is not None else accuracy
     if quality is None:
         return 6.0, "no accuracy to judge by"
-    f1 = metrics.get("f1")
+    f1 = _finite(metrics.get("f1"))
     if f1 is not None and quality >= 0.7 and f1 < 0.3:
         return 3.0, f"accuracy {quality:.3f} but F1 only {f1:.3f}: it mostly predicts the majority class"
     for limit, cap in ((0.85, 9.0), (0.75, 8.0), (0.65, 6.0), (0.55, 4.0)):
         if quality >= limit:
             return cap, f"accuracy {quality:.3f}"
     return 3.0, f"accuracy {quality:.3f}"
+
+
+def _finite(value: float | None) -> float | None:
+    """The value, or None when it is missing or NaN (metrics use NaN for "undefined")."""
+    return None if value is None or math.isnan(value) else float(value)

@@ -257,14 +257,20 @@ def _publish_feature(s: pd.Series, rng) -> pd.Series:
     if not pd.api.types.is_numeric_dtype(s):
         return s.astype("object").where(s.notna(), None).map(lambda v: v if v is None else str(v).strip())
     values = s.astype(float)
-    if values.nunique() < 20:  # codes, counts and indicators stay exact
+    if values.nunique() < 20:  # codes, small counts and indicators stay exact
         return s
-    std = float(values.std())
-    if not std > 0:
+    scale = JITTER_FRACTION * float(values.std())
+    if not scale > 0:
         return s
-    noise = rng.normal(0.0, JITTER_FRACTION * std, size=len(values))
+    noise = rng.normal(0.0, scale, size=len(values))
+    observed = values.dropna()
+    if (observed == observed.round()).all():
+        # Integer-valued (ages, counts, dollars): stay integers; jitter only where it survives rounding.
+        if scale < 1.0:
+            return s
+        return pd.Series(np.round(values.to_numpy() + noise), index=s.index).astype("Int64")
     # Keep enough decimals that the jitter survives rounding, and no more.
-    decimals = max(0, int(math.ceil(-math.log10(JITTER_FRACTION * std))) + 1)
+    decimals = max(0, int(math.ceil(-math.log10(scale))) + 1)
     return pd.Series(np.round(values.to_numpy() + noise, decimals), index=s.index)
 
 

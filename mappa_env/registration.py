@@ -116,15 +116,17 @@ def _check_kwargs(env_id: str, factory: Callable[..., Any], kwargs: Mapping[str,
     except (TypeError, ValueError):  # builtins or C callables: let the call itself complain
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [name for name, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        return  # the factory validates its own **kwargs (see PipelineEnv's check_engine_kwargs)
+    reject_unknown_kwargs(env_id, kwargs, [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL])
+
+
+def reject_unknown_kwargs(env_id: str, kwargs: Mapping[str, Any], accepted: list[str]) -> None:
+    """Raise ValueError naming the closest accepted argument for the first unknown keyword."""
     for name in kwargs:
-        if name not in params:
+        if name not in accepted:
             close = difflib.get_close_matches(name, accepted, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"{env_id} has no argument {name!r}.{hint} Accepted arguments: {', '.join(accepted)}."
-            )
+            raise ValueError(f"{env_id} has no argument {name!r}.{hint} Accepted arguments: {', '.join(accepted)}.")
 
 
 def _register_with_pettingzoo(spec: EnvSpec) -> None:

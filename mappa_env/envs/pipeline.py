@@ -38,7 +38,8 @@ import numpy as np
 from pettingzoo import AECEnv
 
 from mappa_env.coach import Coach, CoachRequest, RoleInfo, Verdict, make_coach
-from mappa_env.sandbox import Sandbox, make_sandbox
+from mappa_env.sandbox import BACKENDS, Sandbox, make_sandbox
+from mappa_env.sandbox.bwrap import require_bwrap
 from mappa_env.spaces import UnicodeText
 from mappa_env.text import extract_python_blocks, format_size, strip_thinking, truncate_middle
 
@@ -104,8 +105,10 @@ class PipelineEnv(AECEnv):
         _check(render_mode in (None, "ansi"), f"render_mode must be None or 'ansi', got {render_mode!r}")
         _check(max_cycles is None or (isinstance(max_cycles, int) and max_cycles > 0),
                f"max_cycles must be None or a positive integer, got {max_cycles!r}")
-        _check(isinstance(sandbox, str) or callable(sandbox),
-               f"sandbox must be a backend name ('local', 'unisolated') or a factory (workspace, **kwargs) -> Sandbox, got {sandbox!r}")
+        _check(sandbox in BACKENDS or callable(sandbox),
+               f"sandbox must be a backend name {BACKENDS} or a factory (workspace, **kwargs) -> Sandbox, got {sandbox!r}")
+        if sandbox == "local":
+            require_bwrap()  # fail now, with the fix, rather than at the first reset
 
         self.max_actions_per_agent = max_actions_per_agent
         self.reward_mode: RewardMode = reward_mode
@@ -519,6 +522,16 @@ def _observation_space(text_space: UnicodeText):
 
 def _sizes_to_snapshot(sizes: Mapping[str, int]) -> dict[str, tuple[int, int]]:
     return {p: (s, 0) for p, s in sizes.items()}
+
+
+def check_engine_kwargs(env_id: str, kwargs: Mapping[str, Any], own: Sequence[str] = ()) -> None:
+    """Raise ValueError for a keyword argument neither the engine nor the team (``own``) accepts."""
+    import inspect
+
+    from mappa_env.registration import reject_unknown_kwargs
+
+    engine = [p for p in inspect.signature(PipelineEnv.__init__).parameters if p != "self"]
+    reject_unknown_kwargs(env_id, kwargs, [*own, *engine])
 
 
 def _check(condition: bool, message: str) -> None:

@@ -14,7 +14,8 @@ Importing this package is light: numpy and pandas are imported only inside sandb
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mappa_env.sandbox.base import ExecResult, ExecStatus, Sandbox, SandboxError, SandboxUnavailableError
 from mappa_env.sandbox.bwrap import bwrap_available

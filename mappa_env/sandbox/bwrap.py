@@ -106,9 +106,12 @@ def python_dirs(python: str) -> tuple[str, ...]:
 
         info = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *site.getsitepackages()]
     else:  # another interpreter: ask it
-        out = subprocess.run([python, "-c", _LAYOUT_CODE], capture_output=True, text=True, timeout=60,
-                             check=True)
-        info = json.loads(out.stdout)
+        try:
+            out = subprocess.run([python, "-c", _LAYOUT_CODE], capture_output=True, text=True, timeout=60,
+                                 check=True)
+            info = json.loads(out.stdout)
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            raise ValueError(f"python={python!r} cannot be used for the sandbox worker: {exc}") from exc
     dirs = {os.path.realpath(d) for d in info if d and os.path.isdir(d)}
     dirs.add(os.path.dirname(os.path.realpath(python)))
     return tuple(sorted(d for d in dirs if not any(_under(d, other) for other in dirs if other != d)))

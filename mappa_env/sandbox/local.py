@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import fcntl
+import functools
 import json
 import math
 import os
@@ -54,9 +56,30 @@ _PIPE_BYTES = 1 << 20  # bigger pipes: fewer wake-ups while a flood of output is
 _FSIZE_BYTES = 1 << 30  # per-file cap; generous because model files land in the workspace too
 
 
-def _worker_source() -> str:
-    # Sent with `python -c`: the project tree (an editable install) is not visible in the sandbox.
-    return (Path(__file__).with_name("worker.py")).read_text(encoding="utf-8")
+# The project tree (maybe an editable install) is not visible in the sandbox, so the worker's source
+# travels through a pipe; this stub reads and runs it. (On the command line it would bloat `ps`.)
+_BOOTSTRAP = ("import os, sys\nwith os.fdopen(int(sys.argv.pop(1)), 'rb') as f:\n    src = f.read()\n"
+              "exec(compile(src, '<mappa-sandbox-worker>', 'exec'))")
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_source() -> bytes:
+    return Path(__file__).with_name("worker.py").read_bytes()
+
+
+def _source_pipe() -> int:
+    """A pipe's read end that yields the worker source then EOF."""
+    src = _worker_source()
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, max(len(src), 4096))  # the whole source fits: no blocking
+    except (OSError, AttributeError):
+        pass
+    try:
+        _write_all(w, src)
+    finally:
+        os.close(w)
+    return r
 
 
 class _HeadTail:
@@ -114,14 +137,11 @@ class _Worker:
     """One worker process: spawn, ready handshake, one execution at a time, kill."""
 
     def __init__(self, argv: list[str], *, env: dict[str, str] | None, cwd: Path, isolated: bool,
-                 resp_w: int, resp_r: int) -> None:
+                 pass_fds: tuple[int, ...], resp_r: int) -> None:
         self.isolated = isolated
-        try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, pass_fds=(resp_w,), env=env, cwd=cwd,
-                                         start_new_session=True)  # host Ctrl-C must not hit the worker
-        finally:
-            os.close(resp_w)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, pass_fds=pass_fds, env=env, cwd=cwd,
+                                     start_new_session=True)  # host Ctrl-C must not hit the worker
         self.resp = resp_r
         self.req = self.proc.stdin.fileno()
         self.out, self.err = self.proc.stdout.fileno(), self.proc.stderr.fileno()
@@ -129,10 +149,8 @@ class _Worker:
             os.set_blocking(fd, False)
         for fd in (self.out, self.err):
             try:
-                import fcntl
-
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-            except (OSError, AttributeError):
+            except (OSError, AttributeError):  # F_SETPIPE_SZ is Linux-only
                 pass  # a small pipe only costs more wake-ups
         self.pidfd = None
         try:
@@ -161,7 +179,10 @@ class _Worker:
             return None
         body = bytes(self.buf[_HEADER.size: _HEADER.size + size])
         del self.buf[: _HEADER.size + size]
-        return json.loads(body)
+        message = json.loads(body)
+        if not isinstance(message, dict):
+            raise ValueError(f"unexpected message {body[:80]!r}")
+        return message
 
     def _drain(self, fd: int, sink: _HeadTail, max_reads: int = 64) -> None:
         """Read what is in a pipe now (bounded: a background writer must not keep us here)."""
@@ -239,8 +260,12 @@ class _Worker:
             self.kill()
             self._drain(self.err, self.startup_stderr)
             detail = self.startup_stderr.text().strip() or "no output"
-            what = f"did not start within {timeout_s:g} s" if why == "timeout" else (
-                f"exited during start-up (exit code {self.proc.returncode})")
+            if why == "timeout":
+                what = f"did not start within {timeout_s:g} s (startup_timeout_s)"
+            elif why == "dead":
+                what = f"exited during start-up (exit code {self.proc.returncode})"
+            else:
+                what = f"sent an invalid start-up message: {why}"
             raise SandboxError(f"The sandbox worker {what}. Its stderr: {detail}")
         self._drain(self.out, discard)
         self._drain(self.err, self.startup_stderr)
@@ -248,7 +273,7 @@ class _Worker:
 
     def execute(self, code: str, timeout_s: float, max_output_bytes: int) -> ExecResult:
         out, err = _HeadTail(max_output_bytes), _HeadTail(max_output_bytes)
-        body = json.dumps({"code": code}).encode("utf-8", "surrogatepass")
+        body = json.dumps({"code": code}).encode()  # ASCII: non-ASCII characters are escaped
         started = time.monotonic()
         try:
             _write_all(self.req, _HEADER.pack(len(body)) + body)
@@ -256,7 +281,7 @@ class _Worker:
         except BrokenPipeError:
             message, why = None, "dead"
         except ValueError as exc:  # garbage on the protocol pipe (user code can write to it)
-            message, why = None, f"protocol error: {exc}"
+            message, why = None, f"protocol:{exc}"
         duration = time.monotonic() - started
         if message is None:
             if why == "dead":
@@ -285,8 +310,9 @@ class _Worker:
         lost = "in-memory state (variables, imports) was lost; files in the workspace remain"
         if why == "timeout":
             return "timeout", f"Timeout: execution exceeded {timeout_s:g} s and was killed; {lost}"
-        if why != "dead":
-            return "error", f"SandboxProtocolError: {why}; the worker was restarted and {lost}"
+        if why.startswith("protocol:"):
+            return "error", (f"SandboxProtocolError: the worker sent an invalid message ({why[9:]}), "
+                             f"so it was killed; {lost}")
         code = self.proc.returncode
         # bwrap reports a child killed by signal N as exit code 128 + N.
         signum = -code if code < 0 else (code - 128 if self.isolated and 128 < code < 160 else 0)
@@ -294,7 +320,8 @@ class _Worker:
             name = _signal_name(signum)
             hint = _SIGNAL_HINTS.get(name, "a signal")
             return "killed", f"Killed: the worker died from {name} ({hint}); {lost}"
-        return ("ok" if code == 0 else "error"), f"WorkerExit: the worker process exited with code {code}; {lost}"
+        status = "ok" if code == 0 else "error"
+        return status, f"WorkerExit: the worker process exited with code {code}; {lost}"
 
     def exited(self) -> bool:
         return self.dead or self.proc.poll() is not None
@@ -358,6 +385,11 @@ def _close_all() -> None:
 class LocalSandbox:
     """A persistent Python worker for one agent, isolated with bubblewrap (see the module docstring).
 
+    The worker starts in ``__init__`` without waiting for its imports (about 2 s of CPU for numpy, pandas
+    and scikit-learn), so several sandboxes created together warm up in parallel; the first :meth:`run`
+    waits for it (``startup_timeout_s``, not counted in the execution timeout). Calls on one sandbox are
+    serialised by a lock; different sandboxes may be used from different threads at the same time.
+
     Args:
         workspace: directory bound read-write at ``/workspace`` and used as working directory. Must exist.
         isolate: run under bubblewrap (default). ``False`` runs an unisolated subprocess and warns.
@@ -401,6 +433,8 @@ class LocalSandbox:
             self._config["preload"] = list(preload)
         self._tmp_bytes = tmp_mb << 20
         self._bwrap = bwrap.require_bwrap() if isolate else None
+        if isolate:
+            bwrap.python_dirs(python)  # a bad interpreter fails here (ValueError), not at the first run
         if not isolate:
             warnings.warn("LocalSandbox(isolate=False) runs agent code UNISOLATED, with the host user's "
                           "full access to files, network and processes; use it only for trusted code.",
@@ -413,8 +447,9 @@ class LocalSandbox:
 
     def _spawn(self) -> _Worker:
         resp_r, resp_w = os.pipe()
+        src_r = _source_pipe()
         config = json.dumps({**self._config, "resp_fd": resp_w})
-        argv = [self.python, "-c", _worker_source(), config]
+        argv = [self.python, "-c", _BOOTSTRAP, str(src_r), config]
         if self._bwrap is not None:
             argv = bwrap.command(self._bwrap, workspace=self.workspace, python=self.python,
                                  tmp_bytes=self._tmp_bytes, extra_ro_binds=self.extra_ro_binds, argv=argv)
@@ -423,10 +458,13 @@ class LocalSandbox:
             env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"}
         try:
             return _Worker(argv, env=env, cwd=self.workspace, isolated=self._bwrap is not None,
-                           resp_w=resp_w, resp_r=resp_r)
+                           pass_fds=(resp_w, src_r), resp_r=resp_r)
         except OSError as exc:
             os.close(resp_r)
             raise SandboxError(f"could not start the sandbox worker ({argv[0]}): {exc}") from exc
+        finally:
+            os.close(resp_w)  # the child has its own copies; ours would hide the worker's death
+            os.close(src_r)
 
     def run(self, code: str, *, timeout_s: float | None = None) -> ExecResult:
         """Execute ``code`` in the worker; failures of the code are data in the result, never raised.
@@ -448,7 +486,11 @@ class LocalSandbox:
             if self._worker is None:
                 self._worker = self._spawn()
             worker = self._worker
-            worker.wait_ready(self.startup_timeout_s)
+            try:
+                worker.wait_ready(self.startup_timeout_s)
+            except SandboxError:
+                self._discard()  # the next run tries a fresh worker instead of waiting on a dead one
+                raise
             result = worker.execute(code, timeout, self.max_output_bytes)
             if worker.dead or not self.persistent:
                 self._discard()

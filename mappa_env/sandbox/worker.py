@@ -1,8 +1,8 @@
 """The program that runs *inside* a sandbox: a persistent Python worker.
 
-The host starts it as ``python -s -c <this file's source> <config-json>`` (the project tree need not be
-visible inside the sandbox, so the source travels on the command line and this module imports only the
-standard library). It then:
+The host starts it with a small ``python -c`` stub that reads this file's source from a pipe (the project
+tree need not be visible inside the sandbox, so this module imports only the standard library), followed
+by one argument, the JSON config. It then:
 
 1. sets resource limits (address space, lifetime CPU time, file size, no core dumps), one BLAS/OpenMP
    thread, and preloads numpy, pandas and scikit-learn so that an action pays no import cost;
@@ -152,6 +152,7 @@ class _Worker:
     def __init__(self, config):
         self.config = config
         self.count = 0
+        self.pid = os.getpid()
         self.max_text = int(config.get("max_error_chars", 65536))
         # Private copies of the protocol and output descriptors, invisible to child processes.
         self.req_fd = os.dup(0)
@@ -207,10 +208,19 @@ def _execute(worker, code):
         status, error, tb_text = "error", _describe(exc), _format_traceback(exc)
         del exc  # drop frames (and the arrays they hold) now, not at the next exception
     _flush_std_streams()
+    if os.getpid() != worker.pid:
+        # A child made by a bare os.fork() in user code came back here: it must not answer the host
+        # or read the next request. (multiprocessing's children exit on their own.)
+        os._exit(0 if status == "ok" else 1)
     if not isinstance(exit_code, (int, type(None))):
         exit_code = 1
-    return {"status": status, "error": _clip(error, 2000), "traceback": _clip(tb_text, worker.max_text),
-            "exit_code": exit_code}
+    return {"status": status, "error": _clean(_clip(error, 2000)),
+            "traceback": _clean(_clip(tb_text, worker.max_text)), "exit_code": exit_code}
+
+
+def _clean(text):
+    # Lone surrogates (from undecodable names or messages) would survive JSON and break the host later.
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def main(argv):

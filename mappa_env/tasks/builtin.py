@@ -17,7 +17,7 @@ Cache layout (root: see :mod:`mappa_env.tasks.cache`)::
     <root>/tasks/builtin-v1/<task-name>/task.json        # metadata; written last
 
 Anti-cheating: reloading the source dataset from the installed package should not pay. Rows are
-shuffled, ids are random hex strings from a seeded generator (never the original row index), columns get
+shuffled, ids are random hex strings (starting with a letter) from a seeded generator (never the original row index), columns get
 neutral snake_case names, continuous features get a small Gaussian jitter (0.3 % of the column's
 standard deviation, then rounded) so rows cannot be matched by exact value, and the target never appears
 in ``test.csv``. Everything is seeded by a hash of the task name: the same version gives the same bytes.
@@ -295,10 +295,15 @@ def _split(df: pd.DataFrame, target: str, task_type: str, rng) -> tuple[pd.DataF
 
 
 def _random_ids(n: int, rng) -> list[str]:
+    """Unique 10-character hex ids that start with a letter.
+
+    The leading letter keeps ids from looking like numbers ("0012e45678" would be read as 1.2e46 by
+    CSV readers and by label normalisation), so every tool keeps them as distinct strings.
+    """
     ids: list[str] = []
     seen: set[str] = set()
     while len(ids) < n:
-        value = f"{int(rng.integers(0, 2**40)):010x}"
+        value = "abcdef"[int(rng.integers(0, 6))] + f"{int(rng.integers(0, 16**9)):09x}"
         if value not in seen:
             seen.add(value)
             ids.append(value)

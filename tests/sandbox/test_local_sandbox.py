@@ -155,6 +155,12 @@ def test_worker_death_is_reported_and_recovered(sb, code, status, needle):
     assert sb.run("print('x' in globals())").stdout == "False\n"
 
 
+def test_bare_fork_does_not_confuse_the_protocol(sb):
+    code = "import os\nif os.fork() == 0:\n    print('child')\nelse:\n    os.wait()\n    print('parent')"
+    assert sb.run(code).stdout == "child\nparent\n"
+    assert sb.run("print(2)").stdout == "2\n"
+
+
 def test_memory_blow_up_is_contained(sb):
     result = sb.run("big = bytearray(10 * 2**30)")
     assert result.status in ("error", "killed")
@@ -321,6 +327,13 @@ def test_broken_bwrap_is_reported_not_hung(monkeypatch):
     monkeypatch.setattr(bwrap_module, "find_bwrap", lambda: ("/bin/false", "test"))
     reason = bwrap_module.probe.__wrapped__()
     assert isinstance(reason, str) and "failed to create a sandbox" in reason
+
+
+def test_worker_that_cannot_start_is_an_infrastructure_error(tmp_path):
+    with pytest.warns(UserWarning):
+        sandbox = LocalSandbox(tmp_path, isolate=False, python="/bin/false")
+    with sandbox, pytest.raises(SandboxError, match="exited during start-up"):
+        sandbox.run("pass")
 
 
 def test_unisolated_warns_and_runs(tmp_path):

@@ -124,7 +124,7 @@ def test_public_files_and_answers(cache, name):
     assert list(sample.columns) == ["id", task.target] and list(answers.columns) == ["id", task.target]
     assert list(sample["id"]) == list(test["id"]) and set(answers["id"]) == set(test["id"])
     all_ids = pd.concat([train["id"], test["id"]])
-    assert all_ids.is_unique and all_ids.str.fullmatch(r"[0-9a-f]{10}").all()
+    assert all_ids.is_unique and all_ids.str.fullmatch(r"[a-f][0-9a-f]{9}").all()
     assert sample[task.target].nunique() == 1
     assert task.extra["n_train"] == len(train) and task.extra["n_test"] == len(test)
     assert f"train.csv` with {len(train)} rows" in task.description

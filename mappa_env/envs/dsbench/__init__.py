@@ -47,7 +47,7 @@ from pettingzoo.utils import wrappers
 
 from mappa_env.envs.dsbench.grader import grade_submission
 from mappa_env.envs.dsbench.roles import ROLES
-from mappa_env.envs.pipeline import PipelineEnv
+from mappa_env.envs.pipeline import PipelineEnv, check_engine_kwargs
 
 SPLITS = ("train", "heldout", "all")
 
@@ -67,6 +67,7 @@ class DSBenchEnv(PipelineEnv):
         suite_kwargs: Mapping[str, Any] | None = None,
         **engine_kwargs: Any,
     ):
+        check_engine_kwargs(self.env_id, engine_kwargs, own=("suite", "split", "suite_kwargs"))
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if not isinstance(suite, (str, Path)):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from mappa_env.tasks.builtin_catalogue import CATALOGUE, Spec
 from mappa_env.tasks.cache import atomic_directory, tasks_dir
 from mappa_env.tasks.describe import standard_sections
-from mappa_env.tasks.task import ANSWERS_FILE, PUBLIC_FILES, Task
+from mappa_env.tasks.task import ANSWERS_FILE, Task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,6 +69,7 @@ def load_builtin() -> list[Task]:
 
 
 def spec_for(task: Task) -> Spec:
+    """The catalogue record of a builtin task."""
     name = task.id.removeprefix(f"{SUITE}/")
     for spec in CATALOGUE:
         if spec.name == name:
@@ -365,4 +366,4 @@ def catalogue_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["SUITE_VERSION", "PUBLIC_FILES", "catalogue_markdown", "load_builtin", "materialize", "specs"]
+__all__ = ["SUITE_VERSION", "catalogue_markdown", "load_builtin", "load_source", "materialize", "spec_for", "specs"]

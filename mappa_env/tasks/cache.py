@@ -63,6 +63,7 @@ def atomic_directory(final: Path, build: Callable[[Path], None], *, complete_mar
 @contextlib.contextmanager
 def _temporary_sibling(final: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the final directory should read like any other
     try:
         yield tmp
     finally:

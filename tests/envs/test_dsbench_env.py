@@ -145,7 +145,7 @@ def test_crash_timeout_and_garbage_are_observations_not_exceptions():
                 code("1 / 0"),
                 code("while True:\n    pass"),
                 code("print('still alive')"),
-                "\x00\udcff garbage ```python\nthis is not python\n```",
+                "\x00\udcff garbage ```python\nthis is not (python\n```",
             ],
             "modeler": [code("import sys; sys.stdout.buffer.write(b'\\xff\\xfe bad utf8'); print()"), "done"],
             "analyst": ["```python\nwhile True:\n    print('y' * 1000)\n```"],
@@ -198,8 +198,9 @@ def test_reward_modes_deliver_one_reward_per_action(mode):
         }[mode]
         assert info["step_rewards"] == pytest.approx(expected)
         assert len(info["step_rewards"]) == len(immediate[agent])
-        if mode == "outcome":
-            assert immediate[agent] == [0.0] * len(scores)
+        if mode == "outcome":  # nothing before the end; the episode-ending step carries the remainder
+            before_end = immediate[agent][:-1] if agent == "analyst" else immediate[agent]
+            assert before_end == [0.0] * len(before_end)
         # last()'s accumulated reward adds up to the episode's total for the agent
         assert accumulated[agent] == pytest.approx(sum(expected))
 

@@ -173,11 +173,6 @@ class PipelineEnv(AECEnv):
 
         self._workspace = Path(tempfile.mkdtemp(prefix="mappa-ws-"))
         self._prepare_workspace(self.task, self._workspace)
-        # One sandbox per agent, created now so every worker warms up while the first agent thinks.
-        self._sandboxes = {
-            a: make_sandbox(self.sandbox_spec, self._workspace, timeout_s=self.exec_timeout_s, **self.sandbox_kwargs)
-            for a in self.possible_agents
-        }
 
         self.agents = list(self.possible_agents)
         self.rewards = {a: 0.0 for a in self.agents}
@@ -248,6 +243,19 @@ class PipelineEnv(AECEnv):
 
     def _start_stage(self, agent: str) -> None:
         self._messages[agent] = self._opening_messages(agent)
+        # Start this agent's sandbox and the next one's: each worker warms up (imports) while the
+        # agents before it work, without paying for workers of stages an episode may never reach.
+        index = self.possible_agents.index(agent)
+        for name in self.possible_agents[index : index + 2]:
+            self._sandbox(name)
+
+    def _sandbox(self, agent: str) -> Sandbox:
+        """The agent's sandbox for this episode, created on first use."""
+        if agent not in self._sandboxes:
+            self._sandboxes[agent] = make_sandbox(
+                self.sandbox_spec, self._workspace, timeout_s=self.exec_timeout_s, **self.sandbox_kwargs
+            )
+        return self._sandboxes[agent]
 
     # ------------------------------------------------------------------ step
     def step(self, action: str | None) -> None:
@@ -305,7 +313,7 @@ class PipelineEnv(AECEnv):
         before = self._snapshot()
         action_index = len(self._steps[agent])
         if code:
-            result = self._sandboxes[agent].run(code, timeout_s=self.exec_timeout_s)
+            result = self._sandbox(agent).run(code, timeout_s=self.exec_timeout_s)
             status, stdout, stderr, error = result.status, result.stdout, result.stderr, result.error
             duration, state_lost = result.duration_s, result.state_lost
         else:

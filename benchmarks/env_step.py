@@ -6,7 +6,7 @@ next to its baseline):
 1. ``env.step`` + ``env.last`` overhead on ``dsbench-v0``: the sandbox is replaced by one that returns at
    once and the coach by a constant one, so what remains is the environment's own work (code
    extraction, workspace snapshots, step records, prompts). Target: under 5 ms per step. Baseline: a
-   step of PettingZoo's rock-paper-scissors, the cheapest AEC env there is.
+   step of PettingZoo's own test environment ``generated_agents_env_v0``.
 2. ``LocalSandbox.run("pass")`` with a warm persistent worker under bubblewrap, and unisolated. Target:
    under 1 ms. Baseline: starting ``python -c pass``, what a stateless sandbox pays per execution.
 
@@ -65,19 +65,22 @@ def env_step_ms(steps: int) -> tuple[float, float]:
     return _median_p90_ms(timings)
 
 
-def rps_step_ms(steps: int) -> tuple[float, float]:
-    from pettingzoo.classic import rps_v2
+def pettingzoo_example_step_ms(steps: int) -> tuple[float, float]:
+    """The same loop on PettingZoo's own test environment (Box observations, discrete actions)."""
+    from pettingzoo.test.example_envs import generated_agents_env_v0
 
-    env = rps_v2.env(max_cycles=10**9)
+    env = generated_agents_env_v0.env()
     env.reset(seed=0)
     timings = []
-    for agent in env.agent_iter():
-        start = time.perf_counter()
-        _, _, term, trunc, _ = env.last()
-        env.step(None if term or trunc else 0)
-        timings.append(time.perf_counter() - start)
-        if len(timings) >= steps:
-            break
+    while len(timings) < steps:
+        for agent in env.agent_iter():
+            start = time.perf_counter()
+            _, _, term, trunc, _ = env.last()
+            env.step(None if term or trunc else env.action_space(agent).sample())
+            timings.append(time.perf_counter() - start)
+            if len(timings) >= steps:
+                break
+        env.reset(seed=len(timings))
     return _median_p90_ms(timings)
 
 
@@ -118,7 +121,7 @@ def main() -> None:
     warnings.simplefilter("ignore", UserWarning)  # the unisolated sandbox warns, as it should
     rows = [
         ("dsbench-v0 step + last (env overhead)", env_step_ms(args.steps), "< 5 ms"),
-        ("  baseline: pettingzoo rps_v2 step + last", rps_step_ms(args.steps), ""),
+        ("  baseline: pettingzoo generated_agents_env_v0 step + last", pettingzoo_example_step_ms(args.steps), ""),
         ("sandbox run('pass'), warm worker, bubblewrap", sandbox_roundtrip_ms(args.runs, isolate=True), "< 1 ms"),
         ("sandbox run('pass'), warm worker, unisolated", sandbox_roundtrip_ms(args.runs, isolate=False), ""),
         ("  baseline: subprocess python -c pass", python_start_ms(max(20, args.runs // 10)), ""),

@@ -46,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from mappa_env.error import Error
     from mappa_env.evaluation import evaluate, results_table, write_results
 
+    if args.suite_root and args.suite not in ("dsbench", "user"):
+        print("error: --suite-root needs --suite dsbench or --suite user", file=sys.stderr)
+        return 2
     env_kwargs = {"coach": args.coach, "sandbox": args.sandbox, "exec_timeout_s": args.exec_timeout}
     if args.suite:
         env_kwargs["suite"] = args.suite
@@ -56,7 +60,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         results = evaluate(args.policy, env_id=args.env, split=args.split, episodes=args.episodes,
                            seed=args.seed, env_kwargs=env_kwargs, progress=not args.no_progress)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, Error) as exc:  # bad input or broken infrastructure: say what to fix
         print(f"error: {exc}", file=sys.stderr)
         return 2
     safe_policy = args.policy.replace(":", "_").replace("/", "_")

@@ -281,3 +281,10 @@ def test_answers_inconsistent_with_test_csv_raises(species_task, tmp_path):
     pd.DataFrame({"id": ["p1", "p2"], "species": ["adelie", "gentoo"]}).to_csv(species_task.answers_path, index=False)
     with pytest.raises(ValueError, match="differ"):
         grade_submission(species_task, _submit(tmp_path, SPECIES_RIGHT))
+
+
+def test_symlink_to_the_answers_is_rejected_not_followed(species_task, tmp_path):
+    path = tmp_path / "workspace" / "submission.csv"
+    path.parent.mkdir(exist_ok=True)
+    path.symlink_to(species_task.answers_path)  # the answers have exactly the submission's columns
+    _grade_invalid(species_task, path, "symbolic link")

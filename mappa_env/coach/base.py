@@ -49,6 +49,8 @@ class CoachRequest:
         upstream_steps: step records of the agents that acted before this one in the episode (each
             with an ``"agent"`` key), in order.
         outcome: the graded outcome (``valid``, ``reason``, ``metrics``, ...) when known, else None.
+        trajectory: for hindsight coaches, every step record of the episode in pipeline order (this
+            action's included, its verdict still pending); empty for online coaching.
     """
 
     env_id: str
@@ -72,6 +74,7 @@ class CoachRequest:
     files_changed: tuple[str, ...]
     upstream_steps: tuple[Mapping[str, Any], ...] = ()
     outcome: Mapping[str, Any] | None = None
+    trajectory: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def role_info(self) -> RoleInfo:
@@ -110,7 +113,7 @@ class Verdict:
         """The verdict as the step record stores it: ``{"score", "rationale", "coach", ...details}``."""
         data = asdict(self)
         details = data.pop("details")
-        return {**data, **details}
+        return {**details, **data}  # the contract keys win over any detail of the same name
 
 
 @runtime_checkable

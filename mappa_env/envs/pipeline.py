@@ -107,6 +107,8 @@ class PipelineEnv(AECEnv):
                f"max_cycles must be None or a positive integer, got {max_cycles!r}")
         _check(sandbox in BACKENDS or callable(sandbox),
                f"sandbox must be a backend name {BACKENDS} or a factory (workspace, **kwargs) -> Sandbox, got {sandbox!r}")
+        if isinstance(sandbox, str):
+            _check_sandbox_kwargs(sandbox_kwargs or {})
         if sandbox == "local":
             require_bwrap()  # fail now, with the fix, rather than at the first reset
 
@@ -228,9 +230,14 @@ class PipelineEnv(AECEnv):
             handoff = self._last_message(previous)
             if handoff is not None:
                 parts.append(f"## Message from the {self._roles[previous].title}\n{handoff}")
+        memory = (
+            "state persists between your replies"
+            if self.sandbox_kwargs.get("persistent", True)
+            else "a fresh process each time: only files persist between your replies"
+        )
         parts.append(
             f"You are the {role.title}. You have at most {self.max_actions_per_agent} actions. "
-            "Each reply's ```python blocks run in your Python process (state persists between your replies). "
+            f"Each reply's ```python blocks run in your Python process ({memory}). "
             "Reply without a code block when your part is done."
         )
         return [{"role": "system", "content": role.instructions}, {"role": "user", "content": "\n\n".join(parts)}]
@@ -284,7 +291,10 @@ class PipelineEnv(AECEnv):
             immediate = process * (1.0 - self.outcome_weight if self.reward_mode == "mixed" else 1.0)
         self.rewards[agent] = immediate
         self._delivered[agent] += immediate
-        self._messages[agent] += [
+        # A new list, never an in-place extend: prompts handed out earlier (a trainer may keep them
+        # with the action taken) must not change afterwards.
+        self._messages[agent] = [
+            *self._messages[agent],
             {"role": "assistant", "content": action},
             {"role": "user", "content": self._result_message(record)},
         ]
@@ -319,7 +329,7 @@ class PipelineEnv(AECEnv):
         else:
             status, stdout, stderr, error, duration, state_lost = "no_code", "", "", "", 0.0, False
         after = self._snapshot()
-        changed = sorted(p for p, meta in after.items() if before.get(p) != meta)
+        changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))  # incl. deleted
         ends_stage = not code or action_index + 1 >= self.max_actions_per_agent
         record = {
             "agent": agent,
@@ -368,7 +378,15 @@ class PipelineEnv(AECEnv):
     def _coach_online(self, request: CoachRequest) -> Verdict:
         if self.coach.timing == "hindsight":
             return Verdict(None, "pending: scored in hindsight when the episode ends", self.coach.name, {"pending": True})
-        return self.coach.score(request)
+        return self._score(request)
+
+    def _score(self, request: CoachRequest) -> Verdict:
+        """The coach's verdict; a coach that crashes yields an unscored verdict with the reason, never a number."""
+        try:
+            return self.coach.score(request)
+        except Exception as exc:  # coach failures are data (DESIGN: contracts)
+            reason = f"coach error: {type(exc).__name__}: {exc}"
+            return Verdict(None, reason, getattr(self.coach, "name", type(self.coach).__name__), {"error": reason})
 
     def _scaled(self, score: float | None) -> float | None:
         return None if score is None else score * self.reward_scale
@@ -429,8 +447,7 @@ class PipelineEnv(AECEnv):
         trajectory = tuple(dict(s) for a in self.possible_agents for s in self._steps[a])
         for agent in self.agents:
             for step, request in zip(self._steps[agent], self._requests[agent]):
-                upstream = tuple(s for s in trajectory if s is not step)
-                verdict = self.coach.score(replace(request, outcome=outcome, upstream_steps=upstream))
+                verdict = self._score(replace(request, outcome=outcome, trajectory=trajectory))
                 step["verdict"] = verdict.to_dict()
 
     # ------------------------------------------------------------------ workspace
@@ -540,6 +557,19 @@ def check_engine_kwargs(env_id: str, kwargs: Mapping[str, Any], own: Sequence[st
 
     engine = [p for p in inspect.signature(PipelineEnv.__init__).parameters if p != "self"]
     reject_unknown_kwargs(env_id, kwargs, [*own, *engine])
+
+
+def _check_sandbox_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Reject sandbox options the builtin backends do not take, at construction rather than at reset."""
+    import inspect
+
+    from mappa_env.registration import reject_unknown_kwargs
+    from mappa_env.sandbox import LocalSandbox
+
+    if "timeout_s" in kwargs:
+        raise ValueError("sandbox_kwargs: set the per-execution limit with the environment's exec_timeout_s, not timeout_s")
+    accepted = [p for p in inspect.signature(LocalSandbox.__init__).parameters if p not in ("self", "workspace", "timeout_s")]
+    reject_unknown_kwargs("sandbox_kwargs", kwargs, accepted)
 
 
 def _check(condition: bool, message: str) -> None:

@@ -2,8 +2,9 @@
 
 * ``openai:<model>``: any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp, Ollama, ...). The endpoint
   comes from ``base_url``/``api_key`` arguments or the ``OPENAI_BASE_URL``/``OPENAI_API_KEY`` variables.
-* ``hf:<path-or-id>``: a local transformers chat model (imported only when used; needs ``torch`` and
-  ``transformers``, which ``mappa_env`` itself never imports).
+* ``hf:<path-or-id>``: a local transformers chat model, or a ``.gguf`` file (dequantised by transformers;
+  needs ``gguf``). Imported only when used; needs ``torch`` and ``transformers``, which ``mappa_env``
+  itself never imports.
 
 Both send ``info["messages"]``, the same content as the text observation, and return the reply text.
 An unreachable endpoint raises :class:`PolicyError` with what to check, rather than feeding the team an
@@ -83,6 +84,9 @@ class HFChatTeam:
         self.name = f"hf:{path}"
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
+        if gguf_file is None and path.endswith(".gguf"):  # hf:/path/to/model.gguf
+            path, _, gguf_file = path.rpartition("/")
+            path = path or "."
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         self._tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         self._model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

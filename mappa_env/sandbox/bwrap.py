@@ -135,6 +135,7 @@ def sandbox_env(python: str) -> dict[str, str]:
         "LOGNAME": "sandbox",
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",  # /usr and site-packages are read-only anyway
+        "PYTHONHASHSEED": "0",  # same code, same output: set and dict orders of strings are reproducible
         "MPLBACKEND": "Agg",
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",

@@ -455,7 +455,7 @@ class LocalSandbox:
                                  tmp_bytes=self._tmp_bytes, extra_ro_binds=self.extra_ro_binds, argv=argv)
             env = {}  # bwrap --clearenv sets the sandbox's whole environment itself
         else:
-            env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"}
+            env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0"}
         try:
             return _Worker(argv, env=env, cwd=self.workspace, isolated=self._bwrap is not None,
                            pass_fds=(resp_w, src_r), resp_r=resp_r)

@@ -60,19 +60,23 @@ def load_tasks(suite: str | Path = "builtin", split: str = "all", **kwargs) -> l
 def _load_suite(suite: str | Path, kwargs: dict) -> list[Task]:
     if suite == "builtin":
         if kwargs:
-            raise TypeError(f"the builtin suite takes no options, got {sorted(kwargs)}")
+            raise ValueError(f"the builtin suite takes no options (suite_kwargs), got {sorted(kwargs)}")
         from mappa_env.tasks.builtin import load_builtin
 
         return load_builtin()
     if suite == "dsbench":
         if "root" not in kwargs:
-            raise TypeError("the dsbench suite needs root=<path to the DSBench data folder>")
+            raise ValueError("the dsbench suite needs root=<path to the DSBench data folder> (suite_kwargs={'root': ...})")
         from mappa_env.tasks.dsbench import load_dsbench
 
+        unknown = set(kwargs) - {"root", "train_names", "names", "overrides", "manifest"}
+        if unknown:
+            raise ValueError(f"the dsbench suite has no option(s) {sorted(unknown)}; "
+                             "valid: root, train_names, names, overrides, manifest")
         return load_dsbench(**kwargs)
     if suite == "user":
         if set(kwargs) != {"path"}:
-            raise TypeError("the user suite takes exactly one option: path=<task dir or dir of task dirs>")
+            raise ValueError("the user suite takes exactly one option: path=<task dir or dir of task dirs> (suite_kwargs={'path': ...})")
         from mappa_env.tasks.userdir import load_user_tasks
 
         return load_user_tasks(kwargs["path"])
@@ -80,7 +84,7 @@ def _load_suite(suite: str | Path, kwargs: dict) -> list[Task]:
         from mappa_env.tasks.userdir import load_user_tasks
 
         if kwargs:
-            raise TypeError(f"a user task path takes no options, got {sorted(kwargs)}")
+            raise ValueError(f"a user task path takes no options, got {sorted(kwargs)}")
         return load_user_tasks(suite)
     raise ValueError(f"unknown task suite {suite!r}; valid: {list(SUITES)} or a path to a user task directory")
 

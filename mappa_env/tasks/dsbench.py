@@ -62,6 +62,18 @@ _METRICS: list[tuple[str, str, str]] = [
 ]
 
 
+# Competition metrics the grader does not implement are graded with the closest one it does; the
+# competition's own name is kept in Task.extra["source_metric"] so reports can say so.
+GRADED_METRIC = {
+    "rmsle": "rmse", "mse": "rmse", "mape": "mae", "r2": "rmse",
+    "auc": "roc_auc", "log_loss": "accuracy", "kappa": "accuracy",
+}
+SUPPORTED_METRICS = {
+    "classification": ("accuracy", "f1", "macro_f1", "roc_auc"),
+    "regression": ("rmse", "mae"),
+}
+
+
 def load_dsbench(
     root: str | Path,
     *,
@@ -177,6 +189,12 @@ def _task(root: Path, name: str, declared: dict, in_train: bool) -> Task:
             "{'task_type': 'regression', 'metric': 'rmse'}}) or the same mapping in a manifest JSON file."
         )
     metric = metric or ("rmse" if task_type == "regression" else "accuracy")
+    source_metric, metric = metric, GRADED_METRIC.get(metric, metric)
+    if metric not in SUPPORTED_METRICS[task_type]:
+        raise ValueError(
+            f"DSBench task {name!r}: metric {source_metric!r} cannot grade a {task_type} task; declare one of "
+            f"{SUPPORTED_METRICS[task_type]} with overrides={{{name!r}: {{'metric': ...}}}} or a manifest"
+        )
     out = _cache_dir(root, name, files)
     title = name.replace("-", " ").replace("_", " ").strip().capitalize()
     meta = _read_meta(out)
@@ -195,7 +213,7 @@ def _task(root: Path, name: str, declared: dict, in_train: bool) -> Task:
         positive_label=meta["positive_label"] if meta else None,
         target_range=meta["target_range"] if meta else None,
         extra={**(meta["extra"] if meta else {}), "materialized": meta is not None,
-               "root": str(root), "name": name, "targets": sample_cols[1:]},
+               "root": str(root), "name": name, "targets": sample_cols[1:], "source_metric": source_metric},
     )
 
 

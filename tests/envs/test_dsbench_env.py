@@ -14,30 +14,11 @@ from mappa_env.evaluation import run_episode
 from mappa_env.policies import make_policy
 from mappa_env.tasks import load_tasks
 
+from episode_helpers import children_of, code, play
+
 HELDOUT = [t.id for t in load_tasks("builtin", split="heldout")]
 CLASSIFICATION = next(t.id for t in load_tasks("builtin", split="heldout") if t.task_type == "classification")
 REGRESSION = next(t.id for t in load_tasks("builtin", split="heldout") if t.task_type == "regression")
-
-
-def play(env, replies: dict[str, list[str]], *, seed: int = 0, task_id: str | None = None) -> dict:
-    """Reset and play scripted replies (per agent, in order); return each agent's final info."""
-    env.reset(seed=seed, options={"task_id": task_id} if task_id else None)
-    cursor = {a: 0 for a in replies}
-    final = {}
-    for agent in env.agent_iter():
-        _, _, term, trunc, info = env.last()
-        if term or trunc:
-            final[agent] = info
-            env.step(None)
-            continue
-        reply = replies[agent][min(cursor[agent], len(replies[agent]) - 1)]
-        cursor[agent] += 1
-        env.step(reply)
-    return final
-
-
-def code(src: str) -> str:
-    return f"```python\n{src}\n```"
 
 
 @pytest.fixture
@@ -214,7 +195,7 @@ def test_render_ansi_and_close_free_everything():
     assert workspace is not None and workspace.exists()
     env.close()
     assert not workspace.exists()
-    assert _children_of(os.getpid()) == set()
+    assert children_of(os.getpid()) == set()
 
 
 def test_reset_by_task_id_and_unknown_task_id(env):
@@ -231,17 +212,3 @@ def test_hidden_labels_are_not_in_the_workspace(env):
     task = env.unwrapped.task
     header = (Path(env.unwrapped.workspace) / "test.csv").read_text().splitlines()[0].split(",")
     assert task.target not in header
-
-
-def _children_of(pid: int) -> set[int]:
-    children = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                children.add(int(entry.name))
-    return children

@@ -118,3 +118,21 @@ def test_unknown_train_name(root):
 ])
 def test_infer_metric(text, expected):
     assert infer_metric(text) == expected
+
+
+def test_competition_metrics_the_grader_lacks_are_graded_with_the_closest_one(tmp_path, monkeypatch):
+    from mappa_env.envs.dsbench.grader import grade_submission
+
+    monkeypatch.setenv("MAPPA_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "dsbench"
+    _write_task(root, "bikes", "## Evaluation\n\nSubmissions are scored on RMSLE.\n")
+    _write_task(root, "churn", "## Evaluation\n\nArea under the ROC curve.\n", target="churn", values=(0, 1, 0, 1))
+    bikes, churn = (ensure_materialized(t) for t in load_tasks("dsbench", root=root))
+    assert (bikes.metric, bikes.extra["source_metric"]) == ("rmse", "rmsle")
+    assert (churn.metric, churn.extra["source_metric"]) == ("roc_auc", "auc")
+    submission = tmp_path / "submission.csv"
+    pd.DataFrame({"Id": [5, 6], "churn": [1, 0]}).to_csv(submission, index=False)  # the true labels
+    outcome = grade_submission(churn, submission)
+    assert outcome["valid"] and outcome["metrics"]["primary"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="cannot grade a regression task"):
+        load_tasks("dsbench", root=root, overrides={"bikes": {"metric": "accuracy"}})

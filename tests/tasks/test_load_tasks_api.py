@@ -18,7 +18,7 @@ def test_unknown_suite_lists_valid_names():
 
 
 def test_dsbench_requires_root():
-    with pytest.raises(TypeError, match="root="):
+    with pytest.raises(ValueError, match="root="):
         load_tasks("dsbench")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -127,19 +128,28 @@ def _read_submission(path: Path) -> pd.DataFrame:
 
 
 def _read_text(path: Path) -> str:
+    # The file was written by untrusted code and is read on the host: never follow a symbolic link
+    # (a link to the hidden answers would otherwise grade as a perfect submission).
+    if path.is_symlink():
+        raise _Rejected(f"{path.name} is a symbolic link; write a regular file")
     if not path.exists():
         raise _Rejected(f"{path.name} not found in the workspace")
     if not path.is_file():
         raise _Rejected(f"{path.name} is not a regular file")
-    size = path.stat().st_size
-    if size > MAX_SUBMISSION_BYTES:
-        raise _Rejected(
-            f"file too large: {size / 2**20:.1f} MB exceeds the {MAX_SUBMISSION_BYTES / 2**20:.0f} MB limit"
-        )
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:  # replaced by a link between the checks above and here
         raise _Rejected(f"could not read {path.name}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_SUBMISSION_BYTES:
+            raise _Rejected(
+                f"file too large: {size / 2**20:.1f} MB exceeds the {MAX_SUBMISSION_BYTES / 2**20:.0f} MB limit"
+            )
+        try:
+            data = handle.read(MAX_SUBMISSION_BYTES + 1)
+        except OSError as exc:
+            raise _Rejected(f"could not read {path.name}: {exc.strerror or exc}") from None
     if b"\x00" in data:  # text never holds NUL bytes; pickles, parquet and zip files do
         raise _Rejected("not a CSV: binary content (NUL bytes)")
     try:

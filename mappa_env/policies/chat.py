@@ -94,10 +94,13 @@ class HFChatTeam:
     def act(self, agent: str, observation: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         import torch
 
-        ids = self._tokenizer.apply_chat_template(list(info["messages"]), add_generation_prompt=True, return_tensors="pt")
+        inputs = self._tokenizer.apply_chat_template(
+            list(info["messages"]), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with torch.no_grad():
             out = self._model.generate(
-                ids, do_sample=True, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
+                **inputs, do_sample=True, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
                 pad_token_id=self._tokenizer.eos_token_id,
             )
-        return self._tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        prompt_length = inputs["input_ids"].shape[1]
+        return self._tokenizer.decode(out[0, prompt_length:], skip_special_tokens=True)

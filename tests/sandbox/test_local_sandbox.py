@@ -266,9 +266,10 @@ def test_two_sandboxes_cannot_see_each_other(isolated, tmp_path):
     with LocalSandbox(a, preload=()) as sa, LocalSandbox(b, preload=()) as sbx:
         seen_from_b = sbx.run(f"import os; print(os.listdir('/workspace'), os.path.exists({str(a)!r}))")
         sa.run("open('/tmp/scratch', 'w').write('a')")
-        tmp_from_b = sbx.run("import os; print(os.listdir('/tmp'))")
+        tmp_from_b = sbx.run("import os; print('scratch' in os.listdir('/tmp'))")
     assert seen_from_b.stdout == "[] False\n"
-    assert tmp_from_b.stdout == "[]\n"
+    # /tmp is private (it may hold the read-only mount point of a virtualenv that lives under /tmp)
+    assert tmp_from_b.stdout == "False\n"
 
 
 def test_sandboxes_run_concurrently_from_threads(isolated, tmp_path):

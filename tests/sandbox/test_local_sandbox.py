@@ -71,11 +71,12 @@ def _children() -> set[int]:
 
 
 def test_ok_run_captures_stdout_and_preloads_data_stack(warm):
+    preloaded = warm.run("import sys\nprint(all(m in sys.modules for m in ('numpy', 'pandas', 'sklearn.ensemble')))")
+    assert preloaded.stdout == "True\n"  # the imports were paid at start-up, before any user code
     result = warm.run("import numpy as np, pandas as pd, sklearn.ensemble\nprint(np.arange(3).sum())")
     assert isinstance(warm, Sandbox)
     assert result == ExecResult(status="ok", stdout="3\n", duration_s=result.duration_s)
     assert warm.worker_info["preload_errors"] == []
-    assert result.duration_s < 0.5  # the imports were paid at start-up
 
 
 def test_variables_persist_between_runs(sb):
@@ -129,10 +130,9 @@ def test_user_classes_pickle_like_in_a_script(sb):
 
 def test_timeout_kills_and_next_run_is_fresh(sb):
     sb.run("x = 1")
-    started = time.monotonic()
     result = sb.run("while True: pass", timeout_s=1)
-    assert time.monotonic() - started < 5
     assert result.status == "timeout" and result.state_lost
+    assert result.duration_s >= 1.0  # it ran until the limit, not less
     assert "state" in result.error and "lost" in result.error
     after = sb.run("print('x' in globals())")
     assert after.ok and after.stdout == "False\n"
@@ -278,14 +278,16 @@ def test_sandboxes_run_concurrently_from_threads(isolated, tmp_path):
         for box in boxes:
             box.run("pass")  # wait for start-up outside the timed part
         results: list[ExecResult] = []
-        threads = [threading.Thread(target=lambda b=box: results.append(b.run("import time; time.sleep(1)")))
-                   for box in boxes]
-        started = time.monotonic()
+        # Each run reports when it started and ended (one clock: the sandboxes share the host's kernel).
+        snippet = "import time; start = time.time(); time.sleep(1); print(start, time.time())"
+        threads = [threading.Thread(target=lambda b=box: results.append(b.run(snippet))) for box in boxes]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert time.monotonic() - started < 1.8 and [r.status for r in results] == ["ok", "ok"]
+        assert [r.status for r in results] == ["ok", "ok"]
+        (start_a, end_a), (start_b, end_b) = ([float(x) for x in r.stdout.split()] for r in results)
+        assert start_a < end_b and start_b < end_a  # the two executions overlapped in time
     finally:
         for box in boxes:
             box.close()

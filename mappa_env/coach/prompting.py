@@ -1,0 +1,150 @@
+"""Coach prompts (data files the user can override) and strict parsing of the coach's score.
+
+Prompts live in ``mappa_env/coach/prompts/``: one rubric per role of each environment
+(``<env_id>/<role>.md``, falling back to ``generic.md``) as the system message, and ``evidence.md``, the
+user message, a ``str.format`` template filled from the :class:`CoachRequest`. Pass
+``prompt_dir=...`` to a coach to override any of these files: a file found there wins, the packaged one
+is the fallback.
+
+The reply must end with a line ``PROCESS_SCORE: <0-10>``. Parsing is strict: the last such line counts,
+anything else (no line, a number outside 0–10, two different numbers on the line) is *malformed* and
+yields ``None``, never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mappa_env.coach.base import CoachRequest
+from mappa_env.text import format_size, truncate_middle
+
+PACKAGED_PROMPTS = Path(__file__).parent / "prompts"
+_SCORE_LINE = re.compile(r"^\W*PROCESS_SCORE\W*:\s*(.*?)\s*$", re.M | re.I)
+_NUMBER = re.compile(r"^\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*\**\.?$")
+
+FORMAT_REMINDER = (
+    "Your reply did not end with a valid score line. Reply again with a short analysis and end with "
+    "exactly one line of the form\nPROCESS_SCORE: <a number from 0 to 10>"
+)
+
+
+def parse_score(reply: str) -> float | None:
+    """The score of the last ``PROCESS_SCORE:`` line, or None when the reply is malformed."""
+    matches = _SCORE_LINE.findall(reply or "")
+    if not matches:
+        return None
+    number = _NUMBER.match(matches[-1])
+    if number is None:
+        return None
+    score = float(number.group(1))
+    return score if 0.0 <= score <= 10.0 else None
+
+
+def rationale_of(reply: str, limit: int = 600) -> str:
+    """The coach's analysis without the score line, shortened for step records."""
+    text = _SCORE_LINE.sub("", reply or "").strip()
+    return truncate_middle(text, limit) if text else "(no rationale given)"
+
+
+def build_messages(
+    request: CoachRequest,
+    *,
+    prompt_dir: str | Path | None = None,
+    max_output_chars: int = 2000,
+    max_observation_chars: int = 6000,
+) -> list[dict[str, str]]:
+    """The chat messages for one request: the role's rubric, then the evidence."""
+    rubric = _read_prompt(request.env_id, f"{request.role}.md", prompt_dir) or _read_prompt("", "generic.md", prompt_dir)
+    evidence = _read_prompt("", "evidence.md", prompt_dir)
+    if rubric is None or evidence is None:
+        raise FileNotFoundError(f"coach prompts missing: neither {prompt_dir} nor {PACKAGED_PROMPTS} has them")
+    fields = evidence_fields(request, max_output_chars=max_output_chars, max_observation_chars=max_observation_chars)
+    try:
+        user = evidence.format(**fields)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"coach prompt evidence.md has a bad placeholder ({exc}); available fields: {', '.join(sorted(fields))}. "
+            "Write literal braces as {{ and }}."
+        ) from exc
+    return [{"role": "system", "content": rubric.strip()}, {"role": "user", "content": user.strip()}]
+
+
+def evidence_fields(request: CoachRequest, *, max_output_chars: int, max_observation_chars: int) -> dict[str, str]:
+    """Every placeholder ``evidence.md`` may use, as text."""
+    cut = lambda text, limit=max_output_chars: truncate_middle(text, limit) if text else "(empty)"  # noqa: E731
+    return {
+        "task_description": request.task_description,
+        "role": request.role,
+        "role_instructions": request.role_instructions,
+        "observation": cut(request.observation, max_observation_chars),
+        "action": cut(request.action, max_observation_chars),
+        "action_number": str(request.action_index + 1),
+        "stage_note": "this action ended the agent's turn" if request.ends_stage else "the agent may act again",
+        "code": cut(request.code),
+        "status": request.status,
+        "error": request.error or "(none)",
+        "stdout": cut(request.stdout),
+        "stderr": cut(request.stderr),
+        "workspace_before": _inventory(request.workspace_before),
+        "workspace_after": _inventory(request.workspace_after),
+        "files_changed": ", ".join(request.files_changed) or "(none)",
+        "team": "\n".join(
+            f"- {r.name}: reads {', '.join(r.consumes) or '-'}; must save {', '.join(r.produces) or '-'}"
+            for r in request.team
+        ),
+        "upstream": _upstream(request.upstream_steps, max_output_chars),
+        "outcome": _outcome(request.outcome),
+    }
+
+
+def request_key_material(model: str, messages: list[dict[str, str]], params: Mapping[str, Any]) -> str:
+    """The canonical text a cache key is computed from: model, full prompt and sampling parameters."""
+    return json.dumps({"model": model, "messages": messages, "params": dict(params)}, sort_keys=True, ensure_ascii=False)
+
+
+def _inventory(sizes: Mapping[str, int]) -> str:
+    return ", ".join(f"{p} ({format_size(s)})" for p, s in sorted(sizes.items())) or "(empty)"
+
+
+def _upstream(steps: tuple[Mapping[str, Any], ...], limit: int) -> str:
+    if not steps:
+        return "(none: this is the first agent)"
+    lines = []
+    for step in steps:
+        saved = ", ".join(step.get("files_changed", ())) or "nothing"
+        line = f"- {step.get('agent', '?')} action {step.get('action_index', 0) + 1}: status {step.get('status')}; changed {saved}"
+        if step.get("error"):
+            line += f"; error: {truncate_middle(step['error'], 300)}"
+        lines.append(line)
+    return truncate_middle("\n".join(lines), limit * 2)
+
+
+def _outcome(outcome: Mapping[str, Any] | None) -> str:
+    if outcome is None:
+        return "(not known yet)"
+    if not outcome.get("valid"):
+        return f"INVALID submission: {outcome.get('reason', '')}"
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.get("metrics", {}).items()) if isinstance(v, (int, float)))
+    return f"valid submission; {metrics}"
+
+
+def _read_prompt(env_id: str, name: str, prompt_dir: str | Path | None) -> str | None:
+    for base in ([Path(prompt_dir)] if prompt_dir else []) + [PACKAGED_PROMPTS]:
+        for candidate in ([base / env_id / name] if env_id else []) + ([] if env_id else [base / name]):
+            text = _read_cached(str(candidate))
+            if text is not None:
+                return text
+    return None
+
+
+@lru_cache(maxsize=64)
+def _read_cached(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None

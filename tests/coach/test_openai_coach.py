@@ -1,0 +1,207 @@
+"""OpenAICoach: strict parsing, prompts, retries, re-asks, cache, cost, and faults as unscored data.
+
+Faults come from a fault-injecting endpoint on loopback (fault_server.py); the happy path against a
+real model server is in test_openai_coach_real_server.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+from fault_server import FaultServer
+
+import mappa_env
+from mappa_env.coach import CoachRequest, OpenAICoach, RoleInfo, make_coach
+from mappa_env.coach.prompting import build_messages, parse_score
+from mappa_env.envs.dsbench.roles import ROLES
+from mappa_env.evaluation import run_episode
+from mappa_env.policies import make_policy
+
+TEAM = tuple(RoleInfo(r.name, r.consumes, r.produces) for r in ROLES)
+
+
+def request(**changes) -> CoachRequest:
+    base = dict(
+        env_id="dsbench-v0", task_id="builtin/x", task_type="classification", role="analyst",
+        role_instructions="write submission.csv", team=TEAM, task_description="Predict species.",
+        observation="### user\nthe prompt", action="```python\nimport pickle\n```", code="import pickle",
+        action_index=0, ends_stage=False, status="error", stdout="",
+        stderr="Traceback...\nFileNotFoundError: [Errno 2] No such file or directory: 'X_test.pkl'",
+        error="FileNotFoundError: [Errno 2] No such file or directory: 'X_test.pkl'",
+        workspace_before={"train.csv": 10}, workspace_after={"train.csv": 10, "model.pkl": 5}, files_changed=(),
+        upstream_steps=({"agent": "data_engineer", "action_index": 0, "status": "ok", "files_changed": ["X_train.pkl"]},),
+    )
+    return CoachRequest(**{**base, **changes})
+
+
+def coach_for(server: FaultServer, tmp_path, **kwargs) -> OpenAICoach:
+    options = dict(base_url=server.base_url, cache_dir=tmp_path / "cache", backoff_s=0.01, backoff_max_s=0.05)
+    return OpenAICoach("tiny", **{**options, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("good work\nPROCESS_SCORE: 7", 7.0),
+        ("PROCESS_SCORE: 8.5", 8.5),
+        ("**PROCESS_SCORE:** 9/10", 9.0),
+        ("first PROCESS_SCORE: 2\nthen\nPROCESS_SCORE: 6", 6.0),
+        ("no score here", None),
+        ("PROCESS_SCORE: 11", None),
+        ("PROCESS_SCORE: high", None),
+        ("PROCESS_SCORE: 3 or 4", None),
+        ("", None),
+    ],
+)
+def test_parse_score_is_strict(reply, expected):
+    assert parse_score(reply) == expected
+
+
+def test_prompt_carries_the_evidence_and_can_be_overridden(tmp_path):
+    system, user = build_messages(request(), max_output_chars=500)
+    assert "ANALYST" in system["content"] and "PROCESS_SCORE" in system["content"]
+    evidence = user["content"]
+    for fact in ("Predict species.", "X_test.pkl", "FileNotFoundError", "data_engineer action 1", "(not known yet)",
+                 "data_engineer: reads train.csv, test.csv; must save X_train.pkl"):
+        assert fact in evidence
+    long_stdout = build_messages(request(stdout="a" * 5000 + "END"), max_output_chars=300)[1]["content"]
+    assert "characters truncated" in long_stdout and "END" in long_stdout
+    custom = tmp_path / "prompts" / "dsbench-v0"
+    custom.mkdir(parents=True)
+    (custom / "analyst.md").write_text("Custom rubric. PROCESS_SCORE: <0-10>")
+    assert build_messages(request(), prompt_dir=tmp_path / "prompts")[0]["content"] == "Custom rubric. PROCESS_SCORE: <0-10>"
+    # roles without a file of their own fall back to the packaged prompts
+    assert "MODELER" in build_messages(request(role="modeler"), prompt_dir=tmp_path / "prompts")[0]["content"]
+
+
+def test_score_cache_and_cost(tmp_path):
+    with FaultServer(default="score:7") as server:
+        coach = coach_for(server, tmp_path, prices={"tiny": (1.0, 2.0)})
+        first = coach.score(request())
+        second = coach.score(request())
+        coach.close()
+    assert first.score == 7.0 and first.rationale == "Analysis: ok." and first.coach == "openai:tiny"
+    assert first.details["cost_usd"] == pytest.approx((100 * 1.0 + 10 * 2.0) / 1e6)
+    assert second.score == 7.0 and second.details["cached"] is True and second.details["cost_usd"] == 0.0
+    assert len(server.requests) == 1
+    stats = coach.stats.snapshot()
+    assert (stats["calls"], stats["cache_hits"], stats["prompt_tokens"]) == (1, 1, 100)
+    assert server.requests[0]["temperature"] == 0.0
+
+
+def test_unknown_price_is_reported_unknown_not_zero(tmp_path):
+    with FaultServer(default="score:7") as server:
+        coach = coach_for(server, tmp_path, cache_dir=None)
+        verdict = coach.score(request())
+        coach.close()
+    assert verdict.details["cost_usd"] is None and coach.stats.snapshot()["cost_usd"] is None
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "503", "drop", "timeout"])
+def test_retryable_faults_are_retried(tmp_path, fault):
+    with FaultServer(default="score:6", timeout_sleep_s=3) as server:
+        server.script.extend([fault, fault])
+        coach = coach_for(server, tmp_path, timeout_s=1)
+        verdict = coach.score(request())
+        coach.close()
+    assert verdict.score == 6.0
+    assert coach.stats.snapshot()["retries"] == 2
+
+
+def test_persistent_failure_leaves_the_action_unscored_and_counted(tmp_path):
+    with FaultServer(default="500") as server:
+        coach = coach_for(server, tmp_path, max_retries=2)
+        verdict = coach.score(request())
+        coach.close()
+    assert verdict.score is None and "failed after 2 retries" in verdict.rationale
+    assert verdict.details["unscored_reason"] == "api_error"
+    assert len(server.requests) == 3
+    assert coach.stats.snapshot()["unscored_by_reason"] == {"api_error": 1}
+
+
+def test_client_errors_are_not_retried(tmp_path):
+    with FaultServer(default="400") as server:
+        coach = coach_for(server, tmp_path)
+        verdict = coach.score(request())
+        coach.close()
+    assert verdict.score is None and "HTTP 400" in verdict.rationale and len(server.requests) == 1
+
+
+def test_malformed_reply_is_asked_again_once(tmp_path):
+    with FaultServer(default="score:4") as server:
+        server.script.append("malformed")
+        coach = coach_for(server, tmp_path)
+        verdict = coach.score(request())
+        coach.close()
+    assert verdict.score == 4.0 and verdict.details["reasked"] is True
+    reminder = server.requests[1]["messages"]
+    assert reminder[-2]["role"] == "assistant" and "PROCESS_SCORE" in reminder[-1]["content"]
+
+
+def test_malformed_twice_is_unscored_and_not_cached(tmp_path):
+    with FaultServer(default="malformed") as server:
+        coach = coach_for(server, tmp_path)
+        first = coach.score(request())
+        second = coach.score(request())  # not served from cache: asked again
+        coach.close()
+    assert first.score is None and first.details["unscored_reason"] == "malformed"
+    assert second.score is None and len(server.requests) == 4
+    assert coach.stats.snapshot()["unscored_by_reason"] == {"malformed": 2}
+
+
+def test_connection_refused_is_unscored(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    coach = OpenAICoach("tiny", base_url=f"http://127.0.0.1:{port}/v1", cache_dir=None, max_retries=1, backoff_s=0.01)
+    verdict = coach.score(request())
+    coach.close()
+    assert verdict.score is None and "APIConnectionError" in verdict.rationale
+
+
+@pytest.mark.parametrize("limit", [2, 6])
+def test_calls_in_flight_are_bounded_across_threads(tmp_path, limit):
+    with FaultServer(default="timeout", timeout_sleep_s=0.5) as server:
+        coach = coach_for(server, tmp_path, max_in_flight=limit, cache_dir=None)
+        threads = [threading.Thread(target=coach.score, args=(request(action_index=i),)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        coach.close()
+    assert len(server.requests) == 6 and coach.stats.snapshot()["calls"] == 6
+    assert server.peak_active == limit  # never more than the limit at once, and the limit is used
+
+
+def test_an_episode_under_faults_never_crashes_and_never_invents_a_score(tmp_path):
+    with FaultServer(default="score:7") as server:
+        server.script.extend(["500", "500", "500", "malformed", "malformed", "429"])
+        env = mappa_env.make("dsbench-v0", split="heldout", coach="openai:tiny",
+                             coach_kwargs={"base_url": server.base_url, "cache_dir": None, "max_retries": 2,
+                                           "backoff_s": 0.01, "backoff_max_s": 0.02})
+        try:
+            result = run_episode(env, make_policy("scripted"), seed=0)
+        finally:
+            env.close()
+    assert result["outcome"]["valid"]
+    scores = [s for a in result["agents"].values() for s in a["scores"]]
+    rewards = [r for a in result["agents"].values() for r in a["step_rewards"]]
+    assert scores.count(None) == 2 and rewards.count(None) == 2  # api_error (3 × 500) and malformed twice
+    assert all(s == 7.0 for s in scores if s is not None)
+    unscored = [s["verdict"] for a in result["agents"].values() for s in a["steps"] if s["verdict"]["score"] is None]
+    assert sorted(v["unscored_reason"] for v in unscored) == ["api_error", "malformed"]
+
+
+def test_make_coach_builds_openai_coaches_and_auto_picks_them(tmp_path, monkeypatch):
+    coach = make_coach("openai:tiny", base_url="http://127.0.0.1:9/v1", cache_dir=None, max_in_flight=3)
+    assert isinstance(coach, OpenAICoach) and coach.max_in_flight == 3 and coach.api_key == "not-needed"
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ValueError, match="OPENAI_API_KEY"):
+        make_coach("openai:gpt-4.1-mini")
+    assert make_coach("auto").name == "receipts"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("MAPPA_COACH_MODEL", "tiny")
+    assert make_coach("auto", cache_dir=None).name == "openai:tiny"

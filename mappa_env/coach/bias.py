@@ -371,7 +371,7 @@ class BiasMonitor:
         a, b, gap = gap_pair
         if gap.count_a < self.min_count or gap.count_b < self.min_count:
             return None
-        if abs(gap.diff) < self.threshold:
+        if abs(gap.diff) < self.threshold or abs(gap.diff) <= self.z * gap.se:
             return None
         if gap.diff > 0:
             return BiasFlag(role, outcome, a, b, gap.diff, gap.se, gap.count_a, gap.count_b)

@@ -35,6 +35,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="JSON results path (default: results/eval-<policy>-<split>.json)")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    ev.add_argument("--no-record-requests", action="store_true",
+                    help="do not store the coach requests in the results (they let `coach` re-score episodes)")
+
+    co = sub.add_parser(
+        "coach",
+        help="coach recorded episodes again and print a per-action table",
+        description="Send every recorded action of an evaluation's results to a coach and print its scores "
+        "and rationales next to the recorded ones, then the coach's cost and any bias it shows. "
+        "Useful for checking a coach before paying for a training run.",
+    )
+    co.add_argument("--episodes", type=Path, required=True, help="results .json of `evaluate`, or a .jsonl of episodes")
+    co.add_argument("--coach", required=True, help="receipts, auto or openai:<model>")
+    co.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    co.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY; none needed on loopback)")
+    co.add_argument("--max-in-flight", type=int, default=None, help="coach calls in flight at once (default: 8)")
+    co.add_argument("--cache-dir", default=None, help="response cache directory (default: <mappa cache>/coach)")
+    co.add_argument("--output", type=Path, default=None, help="also write the rows as JSON here")
+
     ls = sub.add_parser("list", help="list registered environments, or the tasks of a split")
     ls.add_argument("what", choices=["envs", "tasks"])
     ls.add_argument("--split", default="all", choices=["train", "heldout", "all"])
@@ -42,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "coach":
+        return _coach(args)
     return _list(args)
 
 
@@ -59,7 +79,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         env_kwargs["suite_kwargs"] = {"root" if args.suite == "dsbench" else "path": args.suite_root}
     try:
         results = evaluate(args.policy, env_id=args.env, split=args.split, episodes=args.episodes,
-                           seed=args.seed, env_kwargs=env_kwargs, progress=not args.no_progress)
+                           seed=args.seed, env_kwargs=env_kwargs, progress=not args.no_progress,
+                           record_requests=not args.no_record_requests)
     except (ValueError, OSError, Error) as exc:  # bad input or broken infrastructure: say what to fix
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -67,6 +88,39 @@ def _evaluate(args: argparse.Namespace) -> int:
     path = write_results(results, args.output or Path("results") / f"eval-{safe_policy}-{args.split}.json")
     print(results_table(results))
     print(f"\n{len(results['episodes'])} episodes; results written to {path}")
+    return 0
+
+
+def _coach(args: argparse.Namespace) -> int:
+    from mappa_env.coach import make_coach
+    from mappa_env.coach.bias import monitor_from_records
+    from mappa_env.coach.offline import load_episodes, recoach, rows_table
+    from mappa_env.error import Error
+    from mappa_env.evaluation import write_results
+
+    options = {"base_url": args.base_url, "api_key": args.api_key, "max_in_flight": args.max_in_flight,
+               "cache_dir": args.cache_dir}
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        episodes = load_episodes(args.episodes)
+        coach = make_coach(args.coach, **options)
+        rows = recoach(episodes, coach)
+    except (ValueError, OSError, Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(rows_table(rows))
+    scored = [r for r in rows if r["score"] is not None]
+    print(f"\n{len(rows)} actions, {len(scored)} scored, {len(rows) - len(scored)} unscored (coach {args.coach})")
+    stats = getattr(coach, "stats", None)
+    if stats is not None:
+        snap = stats.snapshot()
+        cost = "unknown (no price for this model)" if snap["cost_usd"] is None else f"${snap['cost_usd']:.4f}"
+        print(f"calls {snap['calls']}, cache hits {snap['cache_hits']}, retries {snap['retries']}, "
+              f"tokens {snap['prompt_tokens']} in / {snap['completion_tokens']} out, cost {cost}")
+    for flag in monitor_from_records({**row, "role": row["agent"]} for row in rows).drift():
+        print(f"bias: {flag.message}")
+    if args.output:
+        write_results({"coach": args.coach, "rows": rows}, args.output)
     return 0
 
 

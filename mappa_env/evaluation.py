@@ -18,8 +18,13 @@ from mappa_env.policies import Policy, make_policy
 from mappa_env.registration import make
 
 
-def run_episode(env: Any, policy: Policy, *, seed: int, task_id: str | None = None) -> dict[str, Any]:
-    """Play one episode and return its record: task, outcome, and per agent its step records and rewards."""
+def run_episode(env: Any, policy: Policy, *, seed: int, task_id: str | None = None,
+                record_requests: bool = False) -> dict[str, Any]:
+    """Play one episode and return its record: task, outcome, and per agent its step records and rewards.
+
+    With ``record_requests`` the record also holds every coach request (``"coach_requests"``), so the
+    episode can be coached again offline (``python -m mappa_env coach``).
+    """
     start = time.perf_counter()
     env.reset(seed=seed, options={"task_id": task_id} if task_id else None)
     final: dict[str, Mapping[str, Any]] = {}
@@ -43,7 +48,7 @@ def run_episode(env: Any, policy: Policy, *, seed: int, task_id: str | None = No
         }
         for agent, info in final.items()
     }
-    return {
+    record = {
         "task_id": task.id,
         "task_type": task.task_type,
         "seed": seed,
@@ -51,6 +56,9 @@ def run_episode(env: Any, policy: Policy, *, seed: int, task_id: str | None = No
         "agents": agents,
         "duration_s": round(time.perf_counter() - start, 3),
     }
+    if record_requests:
+        record["coach_requests"] = [r.to_dict() for r in env.unwrapped.coach_requests()]
+    return record
 
 
 def evaluate(
@@ -62,8 +70,13 @@ def evaluate(
     seed: int = 0,
     env_kwargs: Mapping[str, Any] | None = None,
     progress: bool = True,
+    record_requests: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``policy`` on ``split``: one episode per task by default. Returns episodes and summary."""
+    """Evaluate ``policy`` on ``split``: one episode per task by default. Returns episodes and summary.
+
+    The summary holds the fair aggregates (:func:`mappa_env.metrics.aggregate_outcomes`) and, under
+    ``"coach"``, what coaching cost and how it scored (:func:`summarise_coaching`).
+    """
     from tqdm.auto import tqdm
 
     team = make_policy(policy)
@@ -76,13 +89,47 @@ def evaluate(
         results = []
         bar = tqdm(range(n), desc=f"{team.name} on {split}", unit="episode", disable=not progress)
         for i in bar:
-            results.append(run_episode(env, team, seed=seed + i, task_id=tasks[i % len(tasks)]))
+            results.append(run_episode(env, team, seed=seed + i, task_id=tasks[i % len(tasks)],
+                                       record_requests=record_requests))
             done = sum(r["outcome"]["valid"] for r in results)
             bar.set_postfix(success=f"{done}/{len(results)}")
     finally:
         env.close()
-    summary = aggregate_outcomes([r["outcome"] for r in results])
+    summary = {**aggregate_outcomes([r["outcome"] for r in results]), "coach": summarise_coaching(results)}
     return {"policy": team.name, "env_id": env_id, "split": split, "seed": seed, "summary": summary, "episodes": results}
+
+
+def summarise_coaching(episodes: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Coaching totals over recorded episodes: scored/unscored actions, cache hits, tokens, dollars, bias.
+
+    Cost is None when any call's price was unknown (a partial sum would understate it). ``bias`` holds
+    the bias monitor's flags over (task type, role, outcome) groups.
+    """
+    from mappa_env.coach.bias import monitor_from_records
+
+    verdicts = [(e, agent, step["verdict"]) for e in episodes for agent, a in e["agents"].items() for step in a["steps"]]
+    unscored: dict[str, int] = {}
+    for _, _, v in verdicts:
+        if v["score"] is None:
+            reason = v.get("unscored_reason", "unknown")
+            unscored[reason] = unscored.get(reason, 0) + 1
+    costs = [v.get("cost_usd") for _, _, v in verdicts if "cost_usd" in v]
+    monitor = monitor_from_records(
+        {"score": v["score"], "task_type": e["task_type"], "role": agent, "success": bool(e["outcome"]["valid"])}
+        for e, agent, v in verdicts
+    )
+    return {
+        "coaches": sorted({v["coach"] for _, _, v in verdicts}),
+        "actions": len(verdicts),
+        "scored": sum(v["score"] is not None for _, _, v in verdicts),
+        "unscored": sum(unscored.values()),
+        "unscored_by_reason": unscored,
+        "cache_hits": sum(bool(v.get("cached")) for _, _, v in verdicts),
+        "prompt_tokens": sum(v.get("prompt_tokens", 0) for _, _, v in verdicts),
+        "completion_tokens": sum(v.get("completion_tokens", 0) for _, _, v in verdicts),
+        "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 6),
+        "bias_flags": [flag.message for flag in monitor.drift()],
+    }
 
 
 def write_results(results: Mapping[str, Any], path: str | Path) -> Path:

@@ -76,6 +76,19 @@ class CoachRequest:
     outcome: Mapping[str, Any] | None = None
     trajectory: tuple[Mapping[str, Any], ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form, for recording episodes and coaching them again later."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CoachRequest:
+        """Inverse of :meth:`to_dict` (lists become tuples again)."""
+        fields = dict(data)
+        fields["team"] = tuple(RoleInfo(r["name"], tuple(r["consumes"]), tuple(r["produces"])) for r in fields["team"])
+        for name in ("files_changed", "upstream_steps", "trajectory"):
+            fields[name] = tuple(fields.get(name, ()))
+        return cls(**fields)
+
     @property
     def role_info(self) -> RoleInfo:
         return next(r for r in self.team if r.name == self.role)

@@ -450,6 +450,10 @@ class PipelineEnv(AECEnv):
                 verdict = self._score(replace(request, outcome=outcome, trajectory=trajectory))
                 step["verdict"] = verdict.to_dict()
 
+    def coach_requests(self) -> list[CoachRequest]:
+        """Every coach request of the current episode, in pipeline order: record them to coach again later."""
+        return [request for agent in self.possible_agents for request in self._requests.get(agent, [])]
+
     # ------------------------------------------------------------------ workspace
     def _snapshot(self) -> dict[str, tuple[int, int]]:
         """Workspace path → (size, mtime_ns), relative paths, hidden files included, bounded in count."""

@@ -1,0 +1,82 @@
+"""Coach recorded episodes again, offline: check a coach before paying for a training run.
+
+``python -m mappa_env evaluate`` records every coach request in its results (``coach_requests``);
+:func:`recoach` sends them to another coach, concurrently (bounded by the coach's own in-flight
+limit), and returns one row per action with the recorded and the new verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mappa_env.coach.base import Coach, CoachRequest
+
+
+def load_episodes(path: str | Path) -> list[dict[str, Any]]:
+    """Episodes from an evaluation results file (``.json``) or one episode per line (``.jsonl``)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        episodes = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        data = json.loads(text)
+        episodes = data["episodes"] if isinstance(data, dict) else data
+    missing = [i for i, e in enumerate(episodes) if "coach_requests" not in e]
+    if missing:
+        raise ValueError(
+            f"{path}: {len(missing)} of {len(episodes)} episodes have no recorded coach requests; "
+            "record them with `python -m mappa_env evaluate` (it records them unless --no-record-requests)"
+        )
+    return episodes
+
+
+def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[str, Any]]:
+    """Score every recorded action with ``coach``: one row per action, recorded verdict beside the new one."""
+    items = []
+    for number, episode in enumerate(episodes):
+        recorded = {
+            (agent, step["action_index"]): step["verdict"]
+            for agent, data in episode["agents"].items()
+            for step in data["steps"]
+        }
+        for raw in episode["coach_requests"]:
+            request = CoachRequest.from_dict(raw)
+            items.append((number, episode, request, recorded.get((request.role, request.action_index), {})))
+
+    async def score_all():
+        return await asyncio.gather(*(coach.ascore(request) for _, _, request, _ in items))
+
+    verdicts = asyncio.run(score_all())
+    return [
+        {
+            "episode": number,
+            "task_id": request.task_id,
+            "task_type": request.task_type,
+            "success": bool(episode["outcome"]["valid"]),
+            "agent": request.role,
+            "action": request.action_index + 1,
+            "status": request.status,
+            "recorded_score": old.get("score"),
+            "score": verdict.score,
+            "rationale": verdict.rationale,
+            "details": dict(verdict.details),
+        }
+        for (number, episode, request, old), verdict in zip(items, verdicts)
+    ]
+
+
+def rows_table(rows: Sequence[Mapping[str, Any]], *, rationale_chars: int = 70) -> str:
+    """The per-action table as markdown."""
+    lines = ["| ep | task | agent | # | status | recorded | score | rationale |", "|---:|---|---|---:|---|---:|---:|---|"]
+    for row in rows:
+        fmt = lambda s: "unscored" if s is None else f"{s:g}"  # noqa: E731
+        rationale = " ".join(row["rationale"].split())[:rationale_chars].replace("|", "/")
+        lines.append(
+            f"| {row['episode']} | {row['task_id']} | {row['agent']} | {row['action']} | {row['status']} | "
+            f"{fmt(row['recorded_score'])} | {fmt(row['score'])} | {rationale} |"
+        )
+    return "\n".join(lines)

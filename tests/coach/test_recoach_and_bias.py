@@ -1,0 +1,87 @@
+"""Coaching recorded episodes again (`python -m mappa_env coach`), and the bias monitor on them.
+
+The episodes are recorded once with real sandboxes: the scripted team and a faulty team on three
+classification and three regression tasks. The same recordings are then coached by the unbiased
+receipts coach and by one with a planted bias (+1.5 on regression tasks): only the second is flagged.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import mappa_env
+from mappa_env.__main__ import main
+from mappa_env.coach import ReceiptsCoach, SyncCoach, Verdict
+from mappa_env.coach.bias import monitor_from_records
+from mappa_env.coach.offline import load_episodes, recoach
+from mappa_env.evaluation import run_episode
+from mappa_env.policies import make_policy
+from mappa_env.tasks import load_tasks
+
+
+class PlantedBias(SyncCoach):
+    """The receipts coach, plus 1.5 points for every action on a regression task."""
+
+    name = "planted-bias"
+
+    def score(self, request):
+        verdict = ReceiptsCoach().score(request)
+        bonus = 1.5 if request.task_type == "regression" else 0.0
+        return Verdict(min(10.0, verdict.score + bonus), verdict.rationale, self.name)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    heldout = load_tasks("builtin", split="heldout")
+    picks = [t.id for t in heldout if t.task_type == "classification"][:3] + [t.id for t in heldout if t.task_type == "regression"][:3]
+    episodes = []
+    for policy in ("scripted", "buggy-missing-x-test"):
+        for task_id in picks:
+            env = mappa_env.make("dsbench-v0", split="heldout")
+            try:
+                episodes.append(run_episode(env, make_policy(policy), seed=0, task_id=task_id, record_requests=True))
+            finally:
+                env.close()
+    path = tmp_path_factory.mktemp("recorded") / "results.json"
+    path.write_text(json.dumps({"episodes": episodes}))
+    return path
+
+
+def flags(rows):
+    monitor = monitor_from_records(({**r, "role": r["agent"]} for r in rows), min_count=6)
+    return [flag.message for flag in monitor.drift()]
+
+
+@pytest.mark.slow
+def test_recoaching_with_the_same_coach_reproduces_the_recorded_scores(recorded):
+    rows = recoach(load_episodes(recorded), ReceiptsCoach())
+    assert len(rows) == 12 * 6
+    assert all(r["score"] == r["recorded_score"] for r in rows)
+
+
+@pytest.mark.slow
+def test_bias_monitor_flags_a_planted_bias_and_not_the_unbiased_coach(recorded):
+    episodes = load_episodes(recorded)
+    assert flags(recoach(episodes, ReceiptsCoach())) == []
+    planted = flags(recoach(episodes, PlantedBias()))
+    assert planted, "the +1.5 regression bias went unnoticed"
+    assert all(message.startswith("regression actions") for message in planted)
+    assert any("of all roles" in message for message in planted)
+
+
+@pytest.mark.slow
+def test_coach_cli_prints_the_per_action_table(recorded, capsys):
+    assert main(["coach", "--episodes", str(recorded), "--coach", "receipts"]) == 0
+    out = capsys.readouterr().out
+    assert "| ep | task | agent | # | status | recorded | score | rationale |" in out
+    assert "crashed only because X_test.pkl was never saved" in out
+    assert "72 actions, 72 scored, 0 unscored" in out
+
+
+def test_coach_cli_explains_missing_recordings(tmp_path, capsys):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"episodes": [{"agents": {}, "outcome": {"valid": False}}]}))
+    assert main(["coach", "--episodes", str(path), "--coach", "receipts"]) == 2
+    assert "no recorded coach requests" in capsys.readouterr().err

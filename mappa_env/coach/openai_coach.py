@@ -128,11 +128,17 @@ class OpenAICoach:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._score(request), loop))
 
     def close(self) -> None:
-        """Stop the coach's event loop thread. Idempotent."""
+        """Close the HTTP client and stop the coach's event loop thread. Idempotent."""
         with self._loop_lock:
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._loop = None
+            loop, self._loop = self._loop, None
+            if loop is None or loop.is_closed():
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(self._client.close(), loop).result(timeout=10)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                self._thread.join(timeout=10)
+                loop.close()
 
     # ------------------------------------------------------------------ one request
     async def _score(self, request: CoachRequest) -> Verdict:
@@ -223,7 +229,8 @@ class OpenAICoach:
                 import openai
 
                 loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name=f"coach-{self.model}", daemon=True).start()
+                self._thread = threading.Thread(target=loop.run_forever, name=f"coach-{self.model}", daemon=True)
+                self._thread.start()
 
                 async def setup() -> None:
                     self._semaphore = asyncio.Semaphore(self.max_in_flight)

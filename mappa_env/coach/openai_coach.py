@@ -58,6 +58,9 @@ class OpenAICoach:
         max_output_chars: stdout/stderr kept (head+tail) in the evidence.
         max_observation_chars: the agent's prompt and reply kept (head+tail) in the evidence.
         backoff_s: first retry delay; doubles each attempt (with jitter), capped at ``backoff_max_s``.
+        extra_body: extra request fields for the server, sent with every call and part of the cache
+            key, e.g. constrained decoding (vLLM ``guided_regex``, llama.cpp ``grammar``) so that a small
+            model always writes the score line.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class OpenAICoach:
         max_observation_chars: int = 6000,
         backoff_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        extra_body: Mapping[str, Any] | None = None,
     ):
         import openai  # noqa: F401  (fail here, with the fix, if it is missing)
 
@@ -101,6 +105,7 @@ class OpenAICoach:
                 )
             self.api_key = _SENTINEL_KEY
         self.params = {"temperature": temperature, "max_tokens": max_tokens}
+        self.extra_body = dict(extra_body or {})
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
@@ -146,7 +151,7 @@ class OpenAICoach:
             request, prompt_dir=self.prompt_dir, max_output_chars=self.max_output_chars,
             max_observation_chars=self.max_observation_chars,
         )
-        key = ResponseCache.key(request_key_material(self.model, messages, self.params))
+        key = ResponseCache.key(request_key_material(self.model, messages, {**self.params, **self.extra_body}))
         cached = self.cache.get(key) if self.cache else None
         if cached is not None and parse_score(cached.get("reply", "")) is not None:
             self.stats.count("cache_hits")
@@ -163,12 +168,11 @@ class OpenAICoach:
             latency += latency2
             reply = reply2 if error is None else reply
         if error is not None:
-            return self._unscored("api_error", f"coach call failed after {self.max_retries} retries: {error}", usage, latency)
+            message = f"coach call failed after {self.max_retries} retries: {error}"
+            return self._unscored("api_error", message, usage, latency, reasked=reasked)
         if parse_score(reply) is None:
-            return self._unscored(
-                "malformed", f"malformed reply (no valid PROCESS_SCORE line, even after a reminder): {rationale_of(reply, 300)}",
-                usage, latency,
-            )
+            message = f"malformed reply (no valid PROCESS_SCORE line, even after a reminder): {rationale_of(reply, 300)}"
+            return self._unscored("malformed", message, usage, latency, reasked=reasked)
         if self.cache:
             self.cache.put(key, {"model": self.model, "reply": reply})
         return self._verdict(reply, cached=False, prompt_tokens=usage[0], completion_tokens=usage[1], latency_s=latency, reasked=reasked)
@@ -182,7 +186,9 @@ class OpenAICoach:
             started = time.perf_counter()
             try:
                 async with self._semaphore:
-                    response = await self._client.chat.completions.create(model=self.model, messages=messages, **self.params)
+                    response = await self._client.chat.completions.create(
+                        model=self.model, messages=messages, extra_body=self.extra_body or None, **self.params
+                    )
             except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
                 retry_after = _retry_after(exc)
                 error = f"{type(exc).__name__}: {_short(exc)}"
@@ -214,11 +220,12 @@ class OpenAICoach:
              "completion_tokens": completion_tokens, "cost_usd": cost, "latency_s": round(latency_s, 4)},
         )
 
-    def _unscored(self, reason: str, message: str, usage: tuple[int, int], latency_s: float) -> Verdict:
+    def _unscored(self, reason: str, message: str, usage: tuple[int, int], latency_s: float, *, reasked: bool) -> Verdict:
         self.stats.count("unscored", reason)
         return Verdict(
             None, message, self.name,
-            {"unscored_reason": reason, "cached": False, "prompt_tokens": usage[0], "completion_tokens": usage[1],
+            {"unscored_reason": reason, "cached": False, "reasked": reasked,
+             "prompt_tokens": usage[0], "completion_tokens": usage[1],
              "cost_usd": call_cost(self.model, usage[0], usage[1], self.prices), "latency_s": round(latency_s, 4)},
         )
 

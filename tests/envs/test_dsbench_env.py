@@ -187,6 +187,7 @@ def test_reward_modes_deliver_one_reward_per_action(mode):
 
 
 def test_render_ansi_and_close_free_everything():
+    others = children_of(os.getpid())  # e.g. the LLM server a coach test started for the session
     env = mappa_env.make("dsbench-v0", split="heldout", render_mode="ansi")
     play(env, {"data_engineer": [code("print('hi')"), "done"], "modeler": ["done"], "analyst": ["done"]})
     transcript = env.render()
@@ -195,7 +196,7 @@ def test_render_ansi_and_close_free_everything():
     assert workspace is not None and workspace.exists()
     env.close()
     assert not workspace.exists()
-    assert children_of(os.getpid()) == set()
+    assert children_of(os.getpid()) <= others
 
 
 def test_reset_by_task_id_and_unknown_task_id(env):

@@ -178,14 +178,15 @@ def test_a_symlink_to_the_hidden_answers_is_not_a_submission():
 
 
 def test_close_mid_episode_kills_workers_and_removes_the_workspace():
+    others = children_of(os.getpid())  # e.g. the LLM server a coach test started for the session
     env = make()
     env.reset(seed=0)
     env.step(code("print('warm')"))  # the data engineer's worker ran, the modeler's is warming up
     workspace = env.unwrapped.workspace
-    assert children_of(os.getpid())  # live sandbox processes
+    assert children_of(os.getpid()) - others  # live sandbox processes
     env.close()
     assert not workspace.exists()
-    assert children_of(os.getpid()) == set()
+    assert children_of(os.getpid()) <= others
 
 
 def test_bad_sandbox_options_fail_at_construction():

@@ -117,7 +117,7 @@ def _coach(args: argparse.Namespace) -> int:
         cost = "unknown (no price for this model)" if snap["cost_usd"] is None else f"${snap['cost_usd']:.4f}"
         print(f"calls {snap['calls']}, cache hits {snap['cache_hits']}, retries {snap['retries']}, "
               f"tokens {snap['prompt_tokens']} in / {snap['completion_tokens']} out, cost {cost}")
-    for flag in monitor_from_records({**row, "role": row["agent"]} for row in rows).drift():
+    for flag in monitor_from_records(rows).drift():
         print(f"bias: {flag.message}")
     if args.output:
         write_results({"coach": args.coach, "rows": rows}, args.output)

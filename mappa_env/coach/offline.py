@@ -35,7 +35,11 @@ def load_episodes(path: str | Path) -> list[dict[str, Any]]:
 
 
 def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[str, Any]]:
-    """Score every recorded action with ``coach``: one row per action, recorded verdict beside the new one."""
+    """Score every recorded action with ``coach``: one row per action, recorded verdict beside the new one.
+
+    Rows carry ``score``, ``task_type``, ``role`` and ``success``, so they feed
+    :func:`mappa_env.coach.bias.monitor_from_records` as they are.
+    """
     items = []
     for number, episode in enumerate(episodes):
         recorded = {
@@ -57,7 +61,7 @@ def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[st
             "task_id": request.task_id,
             "task_type": request.task_type,
             "success": bool(episode["outcome"]["valid"]),
-            "agent": request.role,
+            "role": request.role,  # the agent; named as the bias monitor's records name it
             "action": request.action_index + 1,
             "status": request.status,
             "recorded_score": old.get("score"),
@@ -76,7 +80,7 @@ def rows_table(rows: Sequence[Mapping[str, Any]], *, rationale_chars: int = 70) 
         fmt = lambda s: "unscored" if s is None else f"{s:g}"  # noqa: E731
         rationale = " ".join(row["rationale"].split())[:rationale_chars].replace("|", "/")
         lines.append(
-            f"| {row['episode']} | {row['task_id']} | {row['agent']} | {row['action']} | {row['status']} | "
+            f"| {row['episode']} | {row['task_id']} | {row['role']} | {row['action']} | {row['status']} | "
             f"{fmt(row['recorded_score'])} | {fmt(row['score'])} | {rationale} |"
         )
     return "\n".join(lines)

@@ -50,7 +50,7 @@ def recorded(tmp_path_factory):
 
 
 def flags(rows):
-    monitor = monitor_from_records(({**r, "role": r["agent"]} for r in rows), min_count=6)
+    monitor = monitor_from_records(rows, min_count=6)
     return [flag.message for flag in monitor.drift()]
 
 

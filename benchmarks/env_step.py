@@ -126,7 +126,7 @@ def main() -> None:
         ("sandbox run('pass'), warm worker, unisolated", sandbox_roundtrip_ms(args.runs, isolate=False), ""),
         ("  baseline: subprocess python -c pass", python_start_ms(max(20, args.runs // 10)), ""),
     ]
-    print(f"| measurement | median (ms) | p90 (ms) | target |\n|---|---|---|---|")
+    print("| measurement | median (ms) | p90 (ms) | target |\n|---|---|---|---|")
     for name, (median, p90), target in rows:
         print(f"| {name} | {median:.3f} | {p90:.3f} | {target} |")
 

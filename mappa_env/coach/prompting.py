@@ -24,6 +24,8 @@ from mappa_env.coach.base import CoachRequest
 from mappa_env.text import format_size, truncate_middle
 
 PACKAGED_PROMPTS = Path(__file__).parent / "prompts"
+#: How the required score line starts, exactly as a coach should write it.
+SCORE_LINE_PREFIX = "PROCESS_SCORE: "
 _SCORE_LINE = re.compile(r"^\W*PROCESS_SCORE\W*:\s*(.*?)\s*$", re.M | re.I)
 _NUMBER = re.compile(r"^\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*\**\.?$")
 

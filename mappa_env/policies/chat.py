@@ -76,27 +76,22 @@ class HFChatTeam:
     """All agents answered by one local transformers chat model (sampled at temperature 0.6)."""
 
     def __init__(self, path: str, *, temperature: float = 0.6, max_new_tokens: int = 1024, gguf_file: str | None = None):
+        from mappa_env.hf_models import load_chat_model
+
         try:
-            import torch  # noqa: F401
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            self._tokenizer, self._model = load_chat_model(path, gguf_file=gguf_file, what="hf: policies")
         except ImportError as exc:
-            raise PolicyError("hf: policies need torch and transformers installed (pip install torch transformers)") from exc
+            raise PolicyError(str(exc)) from exc
         self.name = f"hf:{path}"
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
-        if gguf_file is None and path.endswith(".gguf"):  # hf:/path/to/model.gguf
-            path, _, gguf_file = path.rpartition("/")
-            path = path or "."
-        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        self._tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        self._model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
     def act(self, agent: str, observation: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         import torch
 
         inputs = self._tokenizer.apply_chat_template(
             list(info["messages"]), add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
+        ).to(self._model.device)
         with torch.no_grad():
             out = self._model.generate(
                 **inputs, do_sample=True, temperature=self.temperature, max_new_tokens=self.max_new_tokens,

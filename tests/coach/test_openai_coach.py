@@ -11,30 +11,13 @@ import threading
 
 import pytest
 from fault_server import FaultServer
+from sample_requests import request
 
 import mappa_env
-from mappa_env.coach import CoachRequest, OpenAICoach, RoleInfo, make_coach
+from mappa_env.coach import OpenAICoach, make_coach
 from mappa_env.coach.prompting import build_messages, parse_score
-from mappa_env.envs.dsbench.roles import ROLES
 from mappa_env.evaluation import run_episode
 from mappa_env.policies import make_policy
-
-TEAM = tuple(RoleInfo(r.name, r.consumes, r.produces) for r in ROLES)
-
-
-def request(**changes) -> CoachRequest:
-    base = dict(
-        env_id="dsbench-v0", task_id="builtin/x", task_type="classification", role="analyst",
-        role_instructions="write submission.csv", team=TEAM, task_description="Predict species.",
-        observation="### user\nthe prompt", action="```python\nimport pickle\n```", code="import pickle",
-        action_index=0, ends_stage=False, status="error", stdout="",
-        stderr="Traceback...\nFileNotFoundError: [Errno 2] No such file or directory: 'X_test.pkl'",
-        error="FileNotFoundError: [Errno 2] No such file or directory: 'X_test.pkl'",
-        workspace_before={"train.csv": 10}, workspace_after={"train.csv": 10, "model.pkl": 5}, files_changed=(),
-        upstream_steps=({"agent": "data_engineer", "action_index": 0, "status": "ok", "files_changed": ["X_train.pkl"]},),
-    )
-    return CoachRequest(**{**base, **changes})
-
 
 def coach_for(server: FaultServer, tmp_path, **kwargs) -> OpenAICoach:
     options = dict(base_url=server.base_url, cache_dir=tmp_path / "cache", backoff_s=0.01, backoff_max_s=0.05)
@@ -115,7 +98,7 @@ def test_persistent_failure_leaves_the_action_unscored_and_counted(tmp_path):
         coach = coach_for(server, tmp_path, max_retries=2)
         verdict = coach.score(request())
         coach.close()
-    assert verdict.score is None and "failed after 2 retries" in verdict.rationale
+    assert verdict.score is None and "gave up after 2 retries" in verdict.rationale
     assert verdict.details["unscored_reason"] == "api_error"
     assert len(server.requests) == 3
     assert coach.stats.snapshot()["unscored_by_reason"] == {"api_error": 1}

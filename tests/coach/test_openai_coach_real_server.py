@@ -1,9 +1,11 @@
 """OpenAICoach against a real OpenAI-compatible server (SmolLM2-135M via `transformers serve`, see conftest).
 
 What is checked is the plumbing: every action of a real episode is judged through the real server, the
-reply is parsed strictly, tokens are counted, and a reply is cached only when it parsed. The 135M model
-almost never writes a valid `PROCESS_SCORE:` line (measured: 0 of 6 actions, even after the re-ask), so
-its actions come back unscored with the reason `malformed`, never with an invented number.
+reply is parsed strictly, tokens are counted, and a reply is cached only when it parsed. Left to itself
+the 135M model almost never writes a valid `PROCESS_SCORE:` line (measured: 0 of 6 actions, even after
+the re-ask), so its actions come back unscored with the reason `malformed`, never with an invented
+number. With constrained decoding (`LLMServer.score_line_body`) every action gets a score, and a second
+identical evaluation is answered from the cache alone.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 import mappa_env
-from mappa_env.evaluation import run_episode
+from mappa_env.evaluation import evaluate, run_episode
 from mappa_env.policies import make_policy
 
 pytestmark = pytest.mark.llm_server
@@ -59,3 +61,27 @@ def test_every_action_of_an_episode_is_judged_through_the_real_server(llm_server
         assert after["cache_hits"] == before["cache_hits"] + 1 and after["calls"] == before["calls"]
     else:
         assert after["cache_hits"] == before["cache_hits"] and after["calls"] == before["calls"] + 2
+
+
+def test_constrained_coach_scores_every_action_and_a_repeat_evaluation_makes_no_calls(llm_server, tmp_path):
+    if llm_server.score_line_body is None:
+        pytest.skip("MAPPA_TEST_LLM_EXTRA_BODY is not set for this external server: it cannot be constrained")
+    options = {**coach_kwargs(llm_server, tmp_path / "cache"), "extra_body": llm_server.score_line_body}
+    env_kwargs = {"coach": f"openai:{llm_server.model}", "coach_kwargs": options}
+
+    def one_evaluation():
+        return evaluate("buggy-missing-x-test", split="heldout", episodes=1, env_kwargs=env_kwargs, progress=False)
+
+    first = one_evaluation()
+    coaching = first["summary"]["coach"]
+    assert coaching["actions"] == 6 and coaching["scored"] == 6 and coaching["unscored"] == 0
+    assert coaching["cache_hits"] == 0 and coaching["prompt_tokens"] > 0
+    verdicts = [s["verdict"] for a in first["episodes"][0]["agents"].values() for s in a["steps"]]
+    assert all(0 <= v["score"] <= 10 and v["reasked"] is False for v in verdicts)
+
+    second = one_evaluation()
+    again = second["summary"]["coach"]
+    assert again["actions"] == 6 and again["cache_hits"] == 6  # every verdict came from the cache
+    assert again["prompt_tokens"] == 0 and again["completion_tokens"] == 0 and again["cost_usd"] == 0.0
+    scores = lambda result: [s["verdict"]["score"] for a in result["episodes"][0]["agents"].values() for s in a["steps"]]  # noqa: E731
+    assert scores(second) == scores(first)

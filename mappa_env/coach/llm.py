@@ -1,0 +1,222 @@
+"""``LLMCoach``: what every coach backed by a chat model shares, whatever serves the model.
+
+One action is judged like this, the same for an API endpoint (:class:`~mappa_env.coach.OpenAICoach`)
+and a local model (:class:`~mappa_env.coach.HFCoach`):
+
+1. the prompt is built from the role's rubric and the evidence (:mod:`mappa_env.coach.prompting`);
+2. the on-disk cache is looked up by the full request (model, messages, parameters); only replies
+   that parsed are ever cached, so a cached reply always yields a score;
+3. otherwise the backend completes the messages (:meth:`LLMCoach._complete`); a reply without a
+   valid ``PROCESS_SCORE:`` line is asked again once, with a format reminder;
+4. a reply that still does not parse, or a backend that failed, gives a verdict with ``score=None``
+   and the reason (``malformed`` or ``api_error``), counted in :attr:`LLMCoach.stats`: never a guess.
+
+Calls run on the coach's own event loop thread with at most ``max_in_flight`` at once, so the
+synchronous :meth:`LLMCoach.score` can be used from many environment threads and the asynchronous
+:meth:`LLMCoach.ascore` from any event loop, all sharing the same limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mappa_env.coach.accounting import DEFAULT_PRICES, CoachStats, ResponseCache, call_cost
+from mappa_env.coach.base import CoachRequest, Timing, Verdict
+from mappa_env.coach.prompting import FORMAT_REMINDER, build_messages, parse_score, rationale_of, request_key_material
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One reply from the backend, or why there is none (``error`` set, ``text`` empty)."""
+
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+
+
+class LLMCoach:
+    """Base of the chat-model coaches. Subclasses implement :meth:`_complete` (and may hook the loop).
+
+    Args:
+        model: the model's name, as the backend knows it; part of the cache key.
+        name: the coach's name in verdicts and logs (``openai:<model>``, ``hf:<path>``).
+        timing: ``"online"`` (score right after each action) or ``"hindsight"`` (after the episode).
+        max_in_flight: completions in flight at once, across every thread that uses this coach.
+        cache_dir: on-disk response cache; ``"default"`` is ``<mappa cache>/coach``, None disables it.
+        prices: dollars per million (input, output) tokens per model, merged over :data:`DEFAULT_PRICES`.
+        prompt_dir: directory whose prompt files override the packaged ones.
+        max_output_chars: stdout/stderr kept (head+tail) in the evidence.
+        max_observation_chars: the agent's prompt and reply kept (head+tail) in the evidence.
+        cache_params: the generation parameters that change replies (part of the cache key).
+    """
+
+    #: the unscored reason of a verdict whose backend failed (after its own retries)
+    error_reason = "api_error"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        name: str,
+        timing: Timing = "online",
+        max_in_flight: int = 8,
+        cache_dir: str | Path | None = "default",
+        prices: Mapping[str, tuple[float, float]] | None = None,
+        prompt_dir: str | Path | None = None,
+        max_output_chars: int = 2000,
+        max_observation_chars: int = 6000,
+        cache_params: Mapping[str, Any] | None = None,
+    ):
+        if timing not in ("online", "hindsight"):
+            raise ValueError(f"timing must be 'online' or 'hindsight', got {timing!r}")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.model = model
+        self.name = name
+        self.timing: Timing = timing
+        self.max_in_flight = max_in_flight
+        self.prices = {**DEFAULT_PRICES, **dict(prices or {})}
+        self.prompt_dir = prompt_dir
+        self.max_output_chars = max_output_chars
+        self.max_observation_chars = max_observation_chars
+        self.cache_params = dict(cache_params or {})
+        self.cache = ResponseCache(_default_cache_dir() if cache_dir == "default" else cache_dir) if cache_dir else None
+        self.stats = CoachStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public API
+    def score(self, request: CoachRequest) -> Verdict:
+        """Score one action (blocking). Safe to call from many threads at once."""
+        return asyncio.run_coroutine_threadsafe(self.ascore(request), self._ensure_loop()).result()
+
+    async def ascore(self, request: CoachRequest) -> Verdict:
+        """Score one action. Runs on the coach's own event loop, whatever loop awaits it."""
+        loop = self._ensure_loop()
+        if asyncio.get_running_loop() is loop:
+            return await self._score(request)
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.ascore(request), loop))
+
+    def close(self) -> None:
+        """Release the backend and stop the coach's event loop thread. Idempotent."""
+        with self._loop_lock:
+            loop, self._loop = self._loop, None
+            if loop is None or loop.is_closed():
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(self._close_backend(), loop).result(timeout=10)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                self._thread.join(timeout=10)
+                loop.close()
+
+    # ------------------------------------------------------------------ backend hooks
+    async def _complete(self, messages: list[dict[str, str]]) -> Completion:
+        """Complete ``messages`` once, retrying transient failures as the backend sees fit.
+
+        Implementations hold ``self._semaphore`` while a completion is actually running (not while
+        waiting to retry), which is what bounds the calls in flight.
+        """
+        raise NotImplementedError
+
+    async def _open_backend(self) -> None:
+        """Called once on the coach's event loop before the first completion."""
+
+    async def _close_backend(self) -> None:
+        """Called once on the coach's event loop by :meth:`close`."""
+
+    # ------------------------------------------------------------------ one request
+    async def _score(self, request: CoachRequest) -> Verdict:
+        messages = build_messages(
+            request, prompt_dir=self.prompt_dir, max_output_chars=self.max_output_chars,
+            max_observation_chars=self.max_observation_chars,
+        )
+        key = ResponseCache.key(request_key_material(self.model, messages, self.cache_params))
+        cached = self.cache.get(key) if self.cache else None
+        if cached is not None and parse_score(cached.get("reply", "")) is not None:
+            self.stats.count("cache_hits")
+            return self._verdict(cached["reply"], Completion(), cached=True, reasked=False)
+
+        first = await self._complete(messages)
+        self._record(first)
+        reply, total, reasked = first.text, first, False
+        if first.error is None and parse_score(first.text) is None:
+            self.stats.count("reasks")
+            reasked = True
+            retry_messages = [*messages, {"role": "assistant", "content": first.text}, {"role": "user", "content": FORMAT_REMINDER}]
+            second = await self._complete(retry_messages)
+            self._record(second)
+            total = Completion(
+                prompt_tokens=first.prompt_tokens + second.prompt_tokens,
+                completion_tokens=first.completion_tokens + second.completion_tokens,
+                latency_s=first.latency_s + second.latency_s, error=second.error,
+            )
+            reply = second.text if second.error is None else first.text
+        if total.error is not None:
+            return self._unscored(self.error_reason, f"coach call failed: {total.error}", total, reasked=reasked)
+        if parse_score(reply) is None:
+            message = f"malformed reply (no valid PROCESS_SCORE line, even after a reminder): {rationale_of(reply, 300)}"
+            return self._unscored("malformed", message, total, reasked=reasked)
+        if self.cache:
+            self.cache.put(key, {"model": self.model, "reply": reply})
+        return self._verdict(reply, total, cached=False, reasked=reasked)
+
+    def _record(self, completion: Completion) -> None:
+        if completion.error is None:
+            cost = call_cost(self.model, completion.prompt_tokens, completion.completion_tokens, self.prices)
+            self.stats.record_call(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                                   cost=cost, latency_s=completion.latency_s)
+
+    def _verdict(self, reply: str, usage: Completion, *, cached: bool, reasked: bool) -> Verdict:
+        return Verdict(parse_score(reply), rationale_of(reply), self.name, self._details(usage, cached=cached, reasked=reasked))
+
+    def _unscored(self, reason: str, message: str, usage: Completion, *, reasked: bool) -> Verdict:
+        self.stats.count("unscored", reason)
+        return Verdict(None, message, self.name,
+                       {"unscored_reason": reason, **self._details(usage, cached=False, reasked=reasked)})
+
+    def _details(self, usage: Completion, *, cached: bool, reasked: bool) -> dict[str, Any]:
+        cost = 0.0 if cached else call_cost(self.model, usage.prompt_tokens, usage.completion_tokens, self.prices)
+        return {"cached": cached, "reasked": reasked, "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens, "cost_usd": cost, "latency_s": round(usage.latency_s, 4)}
+
+    # ------------------------------------------------------------------ event loop
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=loop.run_forever, name=f"coach-{self.name}", daemon=True)
+                self._thread.start()
+
+                async def setup() -> None:
+                    self._semaphore = asyncio.Semaphore(self.max_in_flight)
+                    await self._open_backend()
+
+                try:
+                    asyncio.run_coroutine_threadsafe(setup(), loop).result()
+                except BaseException:
+                    loop.call_soon_threadsafe(loop.stop)
+                    self._thread.join(timeout=10)
+                    loop.close()
+                    raise
+                self._loop = loop
+            return self._loop
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _default_cache_dir() -> Path:
+    from mappa_env.tasks.cache import cache_root
+
+    return cache_root() / "coach"

@@ -1,10 +1,25 @@
-"""Command line: ``python -m mappa_env evaluate|list``."""
+"""Command line: ``python -m mappa_env evaluate|coach|list``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
+
+COACH_HELP = "receipts, auto, openai:<model> or hf:<path-or-id>"
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """argparse type: a JSON object, e.g. '{"base_url": "http://127.0.0.1:8000/v1", "max_in_flight": 16}'."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"max_in_flight\": 16}}', got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--suite-root", default=None, help="data root for --suite dsbench / user")
     ev.add_argument("--episodes", type=int, default=None, help="number of episodes (default: one per task of the split)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
-    ev.add_argument("--coach", default="receipts", help="coach name (default: receipts)")
+    ev.add_argument("--coach", default="receipts", help=f"coach: {COACH_HELP} (default: receipts)")
+    ev.add_argument("--coach-kwargs", type=json_object, default={}, metavar="JSON",
+                    help="coach options as a JSON object, e.g. '{\"base_url\": \"http://127.0.0.1:8000/v1\"}' "
+                    "(see docs/coach.md)")
     ev.add_argument("--sandbox", default="local", help="sandbox backend: local (bubblewrap) or unisolated (default: local)")
     ev.add_argument("--exec-timeout", type=float, default=60.0, help="seconds per code execution (default: 60)")
     ev.add_argument("--output", type=Path, default=None,
@@ -46,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         "Useful for checking a coach before paying for a training run.",
     )
     co.add_argument("--episodes", type=Path, required=True, help="results .json of `evaluate`, or a .jsonl of episodes")
-    co.add_argument("--coach", required=True, help="receipts, auto or openai:<model>")
+    co.add_argument("--coach", required=True, help=f"coach: {COACH_HELP}")
+    co.add_argument("--coach-kwargs", type=json_object, default={}, metavar="JSON",
+                    help="more coach options as a JSON object (the flags below win over it)")
     co.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     co.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY; none needed on loopback)")
     co.add_argument("--max-in-flight", type=int, default=None, help="coach calls in flight at once (default: 8)")
@@ -73,6 +93,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print("error: --suite-root needs --suite dsbench or --suite user", file=sys.stderr)
         return 2
     env_kwargs = {"coach": args.coach, "sandbox": args.sandbox, "exec_timeout_s": args.exec_timeout}
+    if args.coach_kwargs:
+        env_kwargs["coach_kwargs"] = args.coach_kwargs
     if args.suite:
         env_kwargs["suite"] = args.suite
     if args.suite_root:
@@ -81,7 +103,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         results = evaluate(args.policy, env_id=args.env, split=args.split, episodes=args.episodes,
                            seed=args.seed, env_kwargs=env_kwargs, progress=not args.no_progress,
                            record_requests=not args.no_record_requests)
-    except (ValueError, OSError, Error) as exc:  # bad input or broken infrastructure: say what to fix
+    except (ValueError, OSError, ImportError, Error) as exc:  # bad input or broken infrastructure: say what to fix
         print(f"error: {exc}", file=sys.stderr)
         return 2
     safe_policy = args.policy.replace(":", "_").replace("/", "_")
@@ -100,12 +122,12 @@ def _coach(args: argparse.Namespace) -> int:
 
     options = {"base_url": args.base_url, "api_key": args.api_key, "max_in_flight": args.max_in_flight,
                "cache_dir": args.cache_dir}
-    options = {k: v for k, v in options.items() if v is not None}
+    options = {**args.coach_kwargs, **{k: v for k, v in options.items() if v is not None}}
     try:
         episodes = load_episodes(args.episodes)
         coach = make_coach(args.coach, **options)
         rows = recoach(episodes, coach)
-    except (ValueError, OSError, Error) as exc:
+    except (ValueError, OSError, ImportError, Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(rows_table(rows))

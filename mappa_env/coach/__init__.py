@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Any
@@ -48,11 +49,11 @@ def make_coach(spec: str | Coach, **kwargs: Any) -> Coach:
     if spec.startswith("openai:") and len(spec) > len("openai:"):
         from mappa_env.coach.openai_coach import OpenAICoach
 
-        return OpenAICoach(spec.split(":", 1)[1], **kwargs)
+        return _construct(OpenAICoach, spec, kwargs)
     if spec.startswith("hf:") and len(spec) > len("hf:"):
         from mappa_env.coach.hf_coach import HFCoach
 
-        return HFCoach(spec.split(":", 1)[1], **kwargs)
+        return _construct(HFCoach, spec, kwargs)
     raise ValueError(f"unknown coach {spec!r}; valid names: {', '.join(COACH_NAMES)}, or a Coach instance")
 
 
@@ -63,7 +64,7 @@ def _auto(kwargs: dict[str, Any]) -> Coach:
     if model and (base_url or os.environ.get("OPENAI_API_KEY")):
         from mappa_env.coach.openai_coach import OpenAICoach
 
-        coach = OpenAICoach(model, **kwargs)
+        coach = _construct(OpenAICoach, f"openai:{model}", kwargs)
         logger.warning("coach='auto' picked %s at %s", coach.name, coach.base_url or "OpenAI")
         return coach
     logger.warning(
@@ -71,6 +72,15 @@ def _auto(kwargs: dict[str, Any]) -> Coach:
         "(set OPENAI_BASE_URL or OPENAI_API_KEY, and MAPPA_COACH_MODEL, to use an LLM coach)"
     )
     return ReceiptsCoach()
+
+
+def _construct(cls: type, spec: str, kwargs: dict[str, Any]) -> Coach:
+    """``cls(<name after the prefix>, **kwargs)``, refusing unknown options with the list of valid ones."""
+    accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "model", "path")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"coach {spec!r} has no option(s) {', '.join(unknown)}; valid coach_kwargs: {', '.join(accepted)}")
+    return cls(spec.split(":", 1)[1], **kwargs)
 
 
 def _reject_kwargs(name: str, kwargs: dict[str, Any]) -> None:

@@ -85,3 +85,29 @@ def test_coach_cli_explains_missing_recordings(tmp_path, capsys):
     path.write_text(json.dumps({"episodes": [{"agents": {}, "outcome": {"valid": False}}]}))
     assert main(["coach", "--episodes", str(path), "--coach", "receipts"]) == 2
     assert "no recorded coach requests" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_coach_cli_recoaches_with_a_local_model_in_batches(recorded, tiny_chat_model, capsys):
+    options = {"force_score_line": True, "max_new_tokens": 24, "cache_dir": None, "batch_size": 8,
+               "max_output_chars": 200, "max_observation_chars": 200}
+    argv = ["coach", "--episodes", str(recorded), "--coach", f"hf:{tiny_chat_model}", "--coach-kwargs", json.dumps(options)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "72 actions, 72 scored, 0 unscored" in out  # the random model's noise, forced into a score line
+    assert "calls 72, cache hits 0, retries 0" in out and "cost $0.0000" in out
+
+
+def test_coach_cli_refuses_unknown_coach_options_with_the_valid_ones(recorded, capsys):
+    argv = ["coach", "--episodes", str(recorded), "--coach", "openai:gpt-4.1-mini", "--coach-kwargs", '{"base_ur": "x"}']
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "has no option(s) base_ur" in err and "base_url" in err
+
+
+def test_evaluate_cli_passes_coach_options_and_reports_bad_ones(tmp_path, capsys):
+    argv = ["evaluate", "--episodes", "1", "--no-progress", "--output", str(tmp_path / "r.json"),
+            "--coach", "receipts", "--coach-kwargs", '{"timing": "hindsight"}']
+    assert main(argv) == 2  # the receipts coach takes no options: said so, before any episode runs
+    assert "coach 'receipts' takes no options" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

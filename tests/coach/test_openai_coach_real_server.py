@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 import mappa_env
+from mappa_env.coach import CoachRequest, OpenAICoach
 from mappa_env.evaluation import evaluate, run_episode
 from mappa_env.policies import make_policy
 
@@ -25,42 +26,44 @@ def coach_kwargs(llm_server, cache_dir):
             "max_observation_chars": 1200, "max_output_chars": 400, "max_in_flight": 2}
 
 
-def test_every_action_of_an_episode_is_judged_through_the_real_server(llm_server, tmp_path):
-    env = mappa_env.make("dsbench-v0", split="heldout", coach=f"openai:{llm_server.model}",
-                         coach_kwargs=coach_kwargs(llm_server, tmp_path / "cache"))
+@pytest.fixture(scope="module")
+def recorded_requests():
+    """The coach requests of one episode of the faulty team (recorded with the fast receipts coach)."""
+    env = mappa_env.make("dsbench-v0", split="heldout")
     try:
         result = run_episode(env, make_policy("buggy-missing-x-test"), seed=0, record_requests=True)
-        coach = env.unwrapped.coach
-        stats = coach.stats.snapshot()
-        verdicts = [s["verdict"] for a in result["agents"].values() for s in a["steps"]]
-        assert len(verdicts) == 6
-        for verdict in verdicts:
-            assert verdict["coach"] == f"openai:{llm_server.model}"
-            assert verdict["prompt_tokens"] > 0  # the server really answered this action
-            if verdict["score"] is None:
-                assert verdict["unscored_reason"] == "malformed" and verdict["reasked"] is True
-            else:
-                assert 0 <= verdict["score"] <= 10
-        unscored = sum(v["score"] is None for v in verdicts)
-        assert stats["calls"] == 6 + stats["reasks"] and stats["unscored"] == unscored
-        assert stats["unscored_by_reason"] == ({"malformed": unscored} if unscored else {})
-        assert [r for a in result["agents"].values() for r in a["step_rewards"]].count(None) == unscored
-
-        # the same request again: served from the cache only if the first reply parsed
-        from mappa_env.coach import CoachRequest
-
-        request = CoachRequest.from_dict(result["coach_requests"][2])
-        first = coach.score(request)
-        before = coach.stats.snapshot()
-        second = coach.score(request)
-        after = coach.stats.snapshot()
     finally:
         env.close()
-    assert second.score == first.score
-    if first.score is not None:
-        assert after["cache_hits"] == before["cache_hits"] + 1 and after["calls"] == before["calls"]
+    return [CoachRequest.from_dict(raw) for raw in result["coach_requests"]]
+
+
+def test_unconstrained_replies_are_parsed_strictly_and_only_parsed_ones_cached(llm_server, recorded_requests, tmp_path):
+    coach = OpenAICoach(llm_server.model, **coach_kwargs(llm_server, tmp_path / "cache"))
+    try:
+        picks = [recorded_requests[0], recorded_requests[-1]]  # the data engineer's first action, the analyst's crash
+        verdicts = [coach.score(r) for r in picks]
+        stats = coach.stats.snapshot()
+        for verdict in verdicts:
+            assert verdict.coach == f"openai:{llm_server.model}"
+            assert verdict.details["prompt_tokens"] > 0  # the server really answered this action
+            if verdict.score is None:
+                assert verdict.details["unscored_reason"] == "malformed" and verdict.details["reasked"] is True
+            else:
+                assert 0 <= verdict.score <= 10
+        unscored = sum(v.score is None for v in verdicts)
+        assert stats["calls"] == 2 + stats["reasks"] and stats["unscored"] == unscored
+        assert stats["unscored_by_reason"] == ({"malformed": unscored} if unscored else {})
+
+        # the same request again: served from the cache only if the first reply parsed
+        again = coach.score(picks[0])
+        after = coach.stats.snapshot()
+    finally:
+        coach.close()
+    assert again.score == verdicts[0].score
+    if verdicts[0].score is not None:
+        assert after["cache_hits"] == stats["cache_hits"] + 1 and after["calls"] == stats["calls"]
     else:
-        assert after["cache_hits"] == before["cache_hits"] and after["calls"] == before["calls"] + 2
+        assert after["cache_hits"] == stats["cache_hits"] and after["calls"] == stats["calls"] + 2
 
 
 def test_constrained_coach_scores_every_action_and_a_repeat_evaluation_makes_no_calls(llm_server, tmp_path):

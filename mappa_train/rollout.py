@@ -1,0 +1,212 @@
+"""Collecting experience: many PettingZoo AEC episodes in flight, generation batched across them.
+
+The environments are driven through the standard AEC API only (``reset``, ``agent_iter``-style
+``agent_selection``/``last``/``step``) plus the per-action reward channel environments document:
+``infos[agent]["step_rewards"]`` at termination, one reward (or ``None``: not scored) per action of
+that agent, and ``infos[agent]["steps"]``, the step records.
+
+Each environment steps in a worker thread (its sandbox and its coach are slow, I/O-bound work), while
+the main thread generates. Episodes waiting for an action get them from one :meth:`TeamModel.generate`
+call (one batched ``generate`` per parameter group); an episode still stepping gets a grace period of
+half a generation call to join that batch, after which generation starts without it and it keeps
+stepping meanwhile.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mappa_train.policy import Generation, TeamModel
+
+
+@dataclass
+class ActionSample:
+    """One action, with everything the update needs and what logging wants.
+
+    ``reward`` is the environment's reward for this action (``None`` when the coach could not score
+    it: such actions are left out of the update and counted, never given a made-up number).
+    """
+
+    agent: str
+    episode: int
+    task_id: str
+    task_type: str
+    action_index: int
+    generation: Generation
+    reward: float | None = None
+    step: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EpisodeResult:
+    """A finished episode: its actions in the order they were taken, and the graded outcome."""
+
+    episode: int
+    task_id: str
+    task_type: str
+    seed: int
+    outcome: Mapping[str, Any]
+    samples: list[ActionSample]
+
+
+@dataclass
+class RolloutTimes:
+    """Seconds spent per phase (environment time is summed over worker threads)."""
+
+    generation_s: float = 0.0
+    environment_s: float = 0.0
+    wall_s: float = 0.0
+    generate_calls: int = 0
+    actions: int = 0
+
+
+@dataclass
+class EpisodeSpec:
+    """Which episode to play: a task id and a seed."""
+
+    task_id: str
+    seed: int
+
+
+class _Episode:
+    """One environment playing one episode, advanced to its next request for an action."""
+
+    def __init__(self, env: Any, number: int, spec: EpisodeSpec):
+        self.env, self.number, self.spec = env, number, spec
+        self.samples: list[ActionSample] = []
+        self.final: dict[str, Mapping[str, Any]] = {}
+        self.request: tuple[str, list[dict[str, str]]] | None = None
+
+    def start(self) -> _Episode:
+        self.env.reset(seed=self.spec.seed, options={"task_id": self.spec.task_id})
+        return self._advance()
+
+    def act(self, generation: Generation) -> _Episode:
+        agent, _ = self.request
+        task = self.env.unwrapped.task
+        self.samples.append(ActionSample(
+            agent=agent, episode=self.number, task_id=task.id, task_type=task.task_type,
+            action_index=sum(s.agent == agent for s in self.samples), generation=generation,
+        ))
+        self.request = None
+        self.env.step(generation.text)
+        return self._advance()
+
+    def _advance(self) -> _Episode:
+        """Step past finished agents until an agent needs an action or the episode is over."""
+        env = self.env
+        while env.agents:
+            agent = env.agent_selection
+            _, _, termination, truncation, info = env.last()
+            if termination or truncation:
+                self.final[agent] = info
+                env.step(None)
+                continue
+            self.request = (agent, list(info["messages"]))
+            return self
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self.request is None and not self.env.agents
+
+    def result(self) -> EpisodeResult:
+        task = self.env.unwrapped.task
+        outcome = next((i["outcome"] for i in self.final.values() if "outcome" in i), None)
+        if outcome is None:  # truncated before grading: a failed run, kept
+            outcome = {"valid": False, "reason": "episode truncated before grading", "metrics": {},
+                       "task_id": task.id, "task_type": task.task_type}
+        for agent in {s.agent for s in self.samples}:
+            mine = [s for s in self.samples if s.agent == agent]
+            info = self.final.get(agent, {})
+            rewards, steps = list(info.get("step_rewards", [])), list(info.get("steps", []))
+            if len(rewards) != len(mine) or len(steps) != len(mine):
+                raise RuntimeError(
+                    f"environment {type(self.env.unwrapped).__name__} reported {len(rewards)} step rewards and "
+                    f"{len(steps)} step records for {agent}'s {len(mine)} actions; the per-action reward channel "
+                    "(infos[agent]['step_rewards'] at termination) must hold one entry per action"
+                )
+            for sample, reward, step in zip(mine, rewards, steps):
+                sample.reward = None if reward is None else float(reward)
+                sample.step = {k: v for k, v in step.items() if k != "workspace"}
+        return EpisodeResult(self.number, task.id, task.task_type, self.spec.seed, outcome, self.samples)
+
+
+def collect(
+    team: TeamModel,
+    envs: Sequence[Any],
+    episodes: Sequence[EpisodeSpec],
+    *,
+    temperature: float,
+    top_p: float = 1.0,
+    seed: int = 0,
+    on_episode: Callable[[EpisodeResult], None] | None = None,
+) -> tuple[list[EpisodeResult], RolloutTimes]:
+    """Play ``episodes`` on ``envs`` (one episode per environment at a time) and return them in order.
+
+    ``envs`` are AEC environments of the same team; their number is the number of episodes in flight.
+    ``on_episode`` is called (in the main thread) as each episode finishes, e.g. to advance a progress bar.
+    """
+    if not envs:
+        raise ValueError("collect needs at least one environment")
+    times = RolloutTimes()
+    started = time.perf_counter()
+    queue = list(enumerate(episodes))
+    free = list(envs)
+    finished: dict[int, EpisodeResult] = {}
+    busy: dict[futures.Future, _Episode] = {}
+    ready: list[_Episode] = []
+    calls = 0
+
+    def timed(function: Callable[[], _Episode]) -> Callable[[], tuple[_Episode, float]]:
+        def run() -> tuple[_Episode, float]:
+            begin = time.perf_counter()
+            episode = function()
+            return episode, time.perf_counter() - begin
+        return run
+
+    with futures.ThreadPoolExecutor(max_workers=len(envs), thread_name_prefix="env") as pool:
+        while queue or busy or ready:
+            while queue and free:
+                number, spec = queue.pop(0)
+                episode = _Episode(free.pop(), number, spec)
+                busy[pool.submit(timed(episode.start))] = episode
+            # gather finished steps; once some episodes wait, give the others a grace period of half a
+            # generation call to join the batch, then generate while the slow ones keep stepping
+            while busy:
+                grace = 0.5 * times.generation_s / times.generate_calls if times.generate_calls else 0.1
+                done, _ = futures.wait(list(busy), timeout=grace if ready else None, return_when=futures.FIRST_COMPLETED)
+                if not done:
+                    break
+                for future in done:
+                    episode, seconds = future.result()  # an environment that raises is broken infrastructure
+                    del busy[future]
+                    times.environment_s += seconds
+                    if episode.done:
+                        result = episode.result()
+                        finished[result.episode] = result
+                        free.append(episode.env)
+                        if on_episode:
+                            on_episode(result)
+                    else:
+                        ready.append(episode)
+                if queue and free:
+                    break  # start the next episodes before generating
+            if not ready:
+                continue
+            requests = [(ep.request[0], team.encode_prompt(ep.request[1])) for ep in ready]
+            begin = time.perf_counter()
+            generations = team.generate(requests, temperature=temperature, top_p=top_p, seed=seed * 1_000_003 + calls)
+            times.generation_s += time.perf_counter() - begin
+            times.generate_calls += 1
+            calls += 1
+            for episode, generation in zip(ready, generations):
+                busy[pool.submit(timed(lambda ep=episode, g=generation: ep.act(g)))] = episode
+            times.actions += len(ready)
+            ready = []
+    times.wall_s = time.perf_counter() - started
+    return [finished[i] for i in range(len(episodes))], times

@@ -310,3 +310,43 @@ def _with_adapters(base: torch.nn.Module, policy_config: PolicyConfig, agents: S
         for agent in agents[1:]:
             model.add_adapter(agent, lora)
     return model
+
+
+# ---------------------------------------------------------------------- saving
+def group_state_dict(team: TeamModel, group: str) -> dict[str, torch.Tensor]:
+    """The trainable tensors of ``group`` by name (what a checkpoint must hold to restore it)."""
+    module = team._peft if team.topology == "lora" else team._models[group]
+    wanted = {id(p) for p in team.trainable_parameters(group)}
+    return {name: p.detach().cpu().clone() for name, p in module.named_parameters() if id(p) in wanted}
+
+
+def load_group_state_dict(team: TeamModel, group: str, state: dict[str, torch.Tensor]) -> None:
+    module = team._peft if team.topology == "lora" else team._models[group]
+    parameters = dict(module.named_parameters())
+    missing = sorted(set(state) - set(parameters))
+    if missing:
+        raise ValueError(f"checkpoint tensors {missing[:3]} do not exist in the model: resume with the same model and policy settings")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            parameters[name].copy_(tensor.to(parameters[name].device))
+
+
+def export(team: TeamModel, directory: Path) -> list[Path]:
+    """Each agent in Hugging Face format: a peft adapter (loadable by peft and by vLLM as LoRA) or a full model."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for agent in team.agents:
+        target = directory / agent
+        if team.topology == "lora":
+            team._peft.save_pretrained(directory / "_adapters", selected_adapters=[agent])
+            saved = directory / "_adapters" / agent if (directory / "_adapters" / agent).exists() else directory / "_adapters"
+            saved.rename(target)
+        else:
+            team._models[team.group_of(agent)].save_pretrained(target)
+        team.tokenizer.save_pretrained(target)
+        written.append(target)
+    if (directory / "_adapters").exists():
+        import shutil
+
+        shutil.rmtree(directory / "_adapters")
+    return written

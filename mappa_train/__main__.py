@@ -1,0 +1,52 @@
+"""Command line: ``python -m mappa_train [--config FILE] [--section.field VALUE ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mappa_train.config import ConfigError, add_arguments, load_config, overrides_from_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mappa_train",
+        description="Train every agent of a team on its own weights from per-action process rewards. Without "
+        "--config it runs the embedded CPU default (packaged SmolLM2-135M, one LoRA adapter per agent, "
+        "dsbench-v0, coach auto). Every setting below can be overridden; shipped configs: tiny, cpu, mappa-gpu.",
+    )
+    parser.add_argument("--config", default=None, metavar="FILE", help="YAML file, or a shipped config's name")
+    parser.add_argument("--output-dir", default=None, help="where logs, checkpoints and report.md go (default: runs/<run-name>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output directory")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    overrides = overrides_from_args(args)
+    if args.output_dir:
+        overrides.setdefault("run", {})["output_dir"] = args.output_dir
+    if args.resume:
+        overrides.setdefault("run", {})["resume"] = True
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+
+    from mappa_train.trainer import train
+
+    try:
+        out = train(config)
+    except (ValueError, OSError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"done: {out} (report.md, TensorBoard logs: tensorboard --logdir {out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""One training step's update for every parameter group: samples → advantages → PPO-clip steps.
+
+Per group (an agent, or ``shared``):
+
+1. keep the actions that can teach: a reward exists (unscored actions are left out and counted) and,
+   with ``rollout.mask_truncated``, the completion was not cut at the length limit;
+2. compute the old (current policy, before the update) and reference log-probabilities of exactly the
+   recorded tokens, and the advantages (:mod:`mappa_train.algorithms`) over the group's whole batch;
+3. split the batch into ``updates_per_step`` mini-batches; each is one optimiser step, accumulated over
+   micro-batches of ``micro_batch_size`` actions, with a token-level mean over the whole mini-batch,
+   gradient clipping and a learning-rate schedule step.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from mappa_train.algorithms import advantages_for, masked_mean, policy_loss
+from mappa_train.config import AlgorithmConfig, OptimConfig
+from mappa_train.policy import TeamModel
+from mappa_train.rollout import ActionSample
+
+
+def cosine_with_warmup(step: int, total: int, warmup_ratio: float, min_lr_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine decay to ``min_lr_ratio`` at ``total``."""
+    warmup = int(math.ceil(total * warmup_ratio))
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Optimisation:
+    """AdamW and its schedule for each parameter group."""
+
+    def __init__(self, team: TeamModel, config: OptimConfig, total_updates: int):
+        self.optimizers = {}
+        self.schedulers = {}
+        for group in team.groups:
+            optimizer = torch.optim.AdamW(team.trainable_parameters(group), lr=config.lr, betas=tuple(config.betas),
+                                          weight_decay=config.weight_decay)
+            self.optimizers[group] = optimizer
+            self.schedulers[group] = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: cosine_with_warmup(step, total_updates, config.warmup_ratio, config.min_lr_ratio)
+            )
+        self.max_grad_norm = config.max_grad_norm
+
+    def state_dict(self) -> dict:
+        return {g: {"optimizer": o.state_dict(), "scheduler": self.schedulers[g].state_dict()} for g, o in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for group, parts in state.items():
+            self.optimizers[group].load_state_dict(parts["optimizer"])
+            self.schedulers[group].load_state_dict(parts["scheduler"])
+
+
+@dataclass
+class GroupStats:
+    """What one group's update did, for logging (means over its actions or tokens)."""
+
+    actions: int = 0
+    unscored: int = 0
+    truncated_masked: int = 0
+    reward: float = float("nan")
+    advantage: float = float("nan")
+    policy_loss: float = float("nan")
+    kl_to_reference: float = float("nan")
+    approx_kl: float = float("nan")
+    clip_fraction: float = float("nan")
+    entropy: float = float("nan")
+    response_tokens: float = float("nan")
+    grad_norm: float = float("nan")
+    learning_rate: float = float("nan")
+    tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def update(team: TeamModel, optimisation: Optimisation, samples: Sequence[ActionSample], config: AlgorithmConfig, *,
+           mask_truncated: bool, seed: int) -> dict[str, GroupStats]:
+    """Update every parameter group on its agents' samples; groups without usable samples are left as they are."""
+    stats = {}
+    for group in team.groups:
+        mine = [s for s in samples if team.group_of(s.agent) == group]
+        stats[group] = _update_group(team, optimisation, group, mine, config, mask_truncated=mask_truncated, seed=seed)
+    return stats
+
+
+def _update_group(team: TeamModel, optimisation: Optimisation, group: str, samples: Sequence[ActionSample],
+                  config: AlgorithmConfig, *, mask_truncated: bool, seed: int) -> GroupStats:
+    stats = GroupStats(unscored=sum(s.reward is None for s in samples))
+    usable = [s for s in samples if s.reward is not None]
+    if mask_truncated:
+        stats.truncated_masked = sum(s.generation.truncated for s in usable)
+        usable = [s for s in usable if not s.generation.truncated]
+    stats.actions = len(usable)
+    if not usable:
+        return stats
+
+    prompts = [s.generation.prompt_ids for s in usable]
+    completions = [s.generation.completion_ids for s in usable]
+    old, ref, mask = _logprobs_without_grad(team, group, prompts, completions, config.micro_batch_size)
+    rewards = torch.tensor([s.reward * config.reward_scale for s in usable], dtype=torch.float32)
+    group_ids = [(s.task_id, s.agent, s.action_index) for s in usable]
+    advantages = advantages_for(config.estimator, rewards=rewards, mask=mask, logprobs=old, ref_logprobs=ref,
+                                group_ids=group_ids, kl_coef=config.kl_coef, gamma=config.gamma)
+
+    stats.reward = rewards.mean().item()
+    stats.advantage = masked_mean(advantages, mask).item()
+    stats.kl_to_reference = masked_mean(old - ref, mask).item()
+    stats.entropy = masked_mean(-old, mask).item()  # Monte-Carlo estimate from the sampled tokens
+    stats.response_tokens = mask.sum(dim=1).mean().item()
+    stats.tokens = int(mask.sum().item())
+
+    optimizer, scheduler = optimisation.optimizers[group], optimisation.schedulers[group]
+    order = list(range(len(usable)))
+    random.Random(seed).shuffle(order)
+    minibatches = [order[i:: config.updates_per_step] for i in range(config.updates_per_step)]
+    losses, clips, kls, norms = [], [], [], []
+    with team.acting(group) as model:
+        model.train()
+        for minibatch in (m for m in minibatches if m):
+            tokens_in_minibatch = mask[minibatch].sum().clamp(min=1.0)
+            for start in range(0, len(minibatch), config.micro_batch_size):
+                rows = minibatch[start: start + config.micro_batch_size]
+                logprobs, micro_mask = team.completion_logprobs(model, [prompts[i] for i in rows], [completions[i] for i in rows])
+                width = logprobs.shape[1]
+                result = policy_loss(logprobs, old[rows, :width].to(logprobs.device), advantages[rows, :width].to(logprobs.device),
+                                     micro_mask, clip_eps=config.clip_eps)
+                share = micro_mask.sum() / tokens_in_minibatch.to(micro_mask.device)  # token mean over the mini-batch
+                (result.loss * share).backward()
+                losses.append(result.loss.item() * share.item())
+                clips.append(result.clip_fraction.item())
+                kls.append(result.approx_kl.item())
+            parameters = team.trainable_parameters(group)
+            if optimisation.max_grad_norm > 0:
+                norms.append(float(torch.nn.utils.clip_grad_norm_(parameters, optimisation.max_grad_norm)))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+    stats.policy_loss = sum(losses) / len(minibatches)
+    stats.clip_fraction = sum(clips) / len(clips)
+    stats.approx_kl = sum(kls) / len(kls)
+    stats.grad_norm = sum(norms) / len(norms) if norms else float("nan")
+    stats.learning_rate = scheduler.get_last_lr()[0]
+    return stats
+
+
+@torch.no_grad()
+def _logprobs_without_grad(team: TeamModel, group: str, prompts, completions, micro: int):
+    """Old (acting policy) and reference log-probs, right-padded to one width, on the CPU."""
+    width = max(len(c) for c in completions)
+    old = torch.zeros(len(prompts), width)
+    ref = torch.zeros(len(prompts), width)
+    mask = torch.zeros(len(prompts), width)
+    for start in range(0, len(prompts), micro):
+        rows = slice(start, start + micro)
+        with team.acting(group) as model:
+            model.eval()
+            lp, m = team.completion_logprobs(model, prompts[rows], completions[rows])
+        with team.reference() as reference:
+            rp, _ = team.completion_logprobs(reference, prompts[rows], completions[rows])
+        old[rows, : lp.shape[1]], ref[rows, : rp.shape[1]], mask[rows, : m.shape[1]] = lp.cpu(), rp.cpu(), m.cpu()
+    return old, ref, mask

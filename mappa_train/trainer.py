@@ -1,0 +1,253 @@
+"""The training loop, read top to bottom: collect → advantages → update per agent → log → checkpoint → evaluate.
+
+``train(config)`` runs a whole training run and returns its output directory, which holds the
+TensorBoard event files, ``checkpoints/``, ``final/`` (each agent exported in Hugging Face format) and
+``report.md`` (the before/after table on the held-out split). Tag names are listed in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mappa_train import checkpoint
+from mappa_train.config import TrainConfig
+from mappa_train.learner import GroupStats, Optimisation, update
+from mappa_train.policy import TeamModel, export, group_state_dict, load_group_state_dict
+from mappa_train.rollout import ActionSample, EpisodeResult, EpisodeSpec, RolloutTimes, collect
+from mappa_train.sampler import TaskSampler
+
+ERROR_STATUSES = ("error", "timeout", "killed")
+
+
+def output_directory(config: TrainConfig) -> Path:
+    if config.run.output_dir:
+        return Path(config.run.output_dir)
+    name = config.run.name or f"{config.env.id}-{config.policy.topology}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    return Path("runs") / name
+
+
+def train(config: TrainConfig) -> Path:
+    """Run training as configured; returns the output directory."""
+    import mappa_env
+    from mappa_env.coach import make_coach
+    from torch.utils.tensorboard import SummaryWriter
+
+    config.validate()
+    out = output_directory(config)
+    seed_everything(config.run.seed)
+    coach = make_coach(config.env.coach, **config.env.coach_kwargs)  # one coach: shared cache, limits, statistics
+    env_kwargs = {"split": config.env.split, "coach": coach, "reward_mode": config.env.reward_mode,
+                  "sandbox": config.env.sandbox, "exec_timeout_s": config.env.exec_timeout_s, **config.env.kwargs}
+    envs = [mappa_env.make(config.env.id, **env_kwargs) for _ in range(config.rollout.envs_in_flight)]
+    try:
+        team = TeamModel(envs[0].possible_agents, config.model, config.policy, seed=config.run.seed)
+        tasks = [(t.id, t.task_type) for t in envs[0].unwrapped.tasks]
+        sampler = TaskSampler(tasks, stratify=config.rollout.stratify, seed=config.run.seed)
+        optimisation = Optimisation(team, config.optim, total_updates=config.run.steps * config.algorithm.updates_per_step)
+
+        start_step, evaluations = 0, {}
+        if config.run.resume:
+            state = checkpoint.load_latest(out / "checkpoints")
+            if state is not None:
+                for group, tensors in state["parameters"].items():
+                    load_group_state_dict(team, group, tensors)
+                optimisation.load_state_dict(state["optimisation"])
+                sampler.load_state_dict(state["sampler"])
+                start_step, evaluations = state["step"], state.get("evaluations", {})
+        writer = SummaryWriter(str(out), purge_step=start_step if start_step else None)
+        if start_step == 0:
+            writer.add_text("config", "```yaml\n" + _yaml(config.to_dict()) + "\n```", 0)
+            (out / "config.yaml").write_text(_yaml(config.to_dict()), encoding="utf-8")
+
+        if config.eval.before and "before" not in evaluations:
+            evaluations["before"] = evaluate_team(team, config, coach, writer, step=0)
+
+        progress = _progress(config, start_step)
+        for step in range(start_step, config.run.steps):
+            # ---------------------------------------------------------------- collect
+            task_ids = sampler.next(config.rollout.tasks_per_step)
+            specs = [EpisodeSpec(task_id, seed=config.run.seed * 100_003 + step * 1_009 + i)
+                     for i, task_id in enumerate(t for t in task_ids for _ in range(config.rollout.samples_per_task))]
+            progress.set_description(f"step {step + 1}/{config.run.steps}: collecting")
+            episodes, times = collect(team, envs, specs, temperature=config.model.temperature, top_p=config.model.top_p,
+                                      seed=config.run.seed * 7919 + step)
+            samples = [s for e in episodes for s in e.samples]
+
+            # ---------------------------------------------------------------- advantages + update per agent
+            progress.set_description(f"step {step + 1}/{config.run.steps}: updating")
+            began = time.perf_counter()
+            group_stats = update(team, optimisation, samples, config.algorithm, mask_truncated=config.rollout.mask_truncated,
+                                 seed=config.run.seed + step)
+            update_s = time.perf_counter() - began
+
+            # ---------------------------------------------------------------- log
+            log_step(writer, step + 1, team, episodes, samples, group_stats, times, update_s, coach)
+            if config.run.sample_every and (step + 1) % config.run.sample_every == 0:
+                writer.add_text("sample/trajectory", trajectory_text(episodes[0]), step + 1)
+
+            # ---------------------------------------------------------------- evaluate, checkpoint
+            if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < config.run.steps:
+                evaluations[f"step {step + 1}"] = evaluate_team(team, config, coach, writer, step=step + 1)
+            last = step + 1 == config.run.steps
+            if last and config.eval.after:
+                evaluations["after"] = evaluate_team(team, config, coach, writer, step=step + 1)
+            if last or (config.run.checkpoint_every and (step + 1) % config.run.checkpoint_every == 0):
+                checkpoint.save(out / "checkpoints", step + 1, {
+                    "parameters": {g: group_state_dict(team, g) for g in team.groups},
+                    "optimisation": optimisation.state_dict(), "sampler": sampler.state_dict(),
+                    "evaluations": evaluations, "config": config.to_dict(),
+                })
+            writer.flush()
+            progress.update(1)
+        progress.close()
+        export(team, out / "final")
+        write_report(out, config, evaluations)
+        writer.close()
+    finally:
+        for env in envs:
+            env.close()
+        close = getattr(coach, "close", None)
+        if close:
+            close()
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------- logging
+def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[EpisodeResult], samples: Sequence[ActionSample],
+             group_stats: Mapping[str, GroupStats], times: RolloutTimes, update_s: float, coach: Any) -> None:
+    """Write one step's scalars under the tag names documented in docs/training.md."""
+    for agent in team.agents:
+        mine = [s for s in samples if s.agent == agent]
+        if not mine:
+            continue
+        scored = [s for s in mine if s.reward is not None]
+        scores = [s.step.get("verdict", {}).get("score") for s in mine]
+        scores = [x for x in scores if x is not None]
+        with_code = [s for s in mine if s.step.get("status") != "no_code"]
+        _scalar(writer, f"agent/{agent}/reward", np.mean([s.reward for s in scored]) if scored else None, step)
+        _scalar(writer, f"agent/{agent}/coach_score", np.mean(scores) if scores else None, step)
+        _scalar(writer, f"agent/{agent}/unscored_actions", len(mine) - len(scored), step)
+        _scalar(writer, f"agent/{agent}/response_tokens", np.mean([len(s.generation.completion_ids) for s in mine]), step)
+        _scalar(writer, f"agent/{agent}/code_share", len(with_code) / len(mine), step)
+        _scalar(writer, f"agent/{agent}/exec_error_rate",
+                np.mean([s.step.get("status") in ERROR_STATUSES for s in with_code]) if with_code else None, step)
+        _scalar(writer, f"agent/{agent}/truncated_share", np.mean([s.generation.truncated for s in mine]), step)
+        stats = group_stats[team.group_of(agent)]
+        for name in ("advantage", "policy_loss", "kl_to_reference", "approx_kl", "clip_fraction", "entropy",
+                     "grad_norm", "learning_rate"):
+            _scalar(writer, f"agent/{agent}/{name}", getattr(stats, name), step)
+    outcomes = [e.outcome for e in episodes]
+    _scalar(writer, "train/success_rate", np.mean([bool(o.get("valid")) for o in outcomes]), step)
+    snapshot = coach.stats.snapshot() if hasattr(coach, "stats") else None
+    if snapshot:
+        for name in ("calls", "cache_hits", "retries", "unscored", "prompt_tokens", "completion_tokens", "cost_usd"):
+            _scalar(writer, f"coach/{name}", snapshot.get(name), step)
+    _scalar(writer, "coach/unscored_actions", sum(s.reward is None for s in samples), step)
+    _bias_scalars(writer, samples, episodes, step)
+    tokens = sum(len(s.generation.completion_ids) for s in samples)
+    _scalar(writer, "time/generation_s", times.generation_s, step)
+    _scalar(writer, "time/environment_s", times.environment_s, step)
+    _scalar(writer, "time/rollout_wall_s", times.wall_s, step)
+    _scalar(writer, "time/update_s", update_s, step)
+    _scalar(writer, "throughput/generated_tokens_per_s", tokens / times.generation_s if times.generation_s else None, step)
+    trained = sum(stats.tokens for stats in group_stats.values())
+    _scalar(writer, "throughput/update_tokens_per_s", trained / update_s if update_s else None, step)
+
+
+def _bias_scalars(writer: Any, samples: Sequence[ActionSample], episodes: Sequence[EpisodeResult], step: int) -> None:
+    from mappa_env.coach.bias import monitor_from_records
+
+    success = {e.episode: bool(e.outcome.get("valid")) for e in episodes}
+    records = [{"score": s.step.get("verdict", {}).get("score"), "task_type": s.task_type, "role": s.agent,
+                "success": success[s.episode]} for s in samples]
+    for tag, value in monitor_from_records(records).scalars().items():
+        _scalar(writer, tag, value, step)
+
+
+def _scalar(writer: Any, tag: str, value: Any, step: int) -> None:
+    if value is None:
+        return
+    value = float(value)
+    if np.isfinite(value):
+        writer.add_scalar(tag, value, step)
+
+
+def trajectory_text(episode: EpisodeResult, limit: int = 1500) -> str:
+    """A readable trace of one episode: each action's reply, status and coach verdict."""
+    lines = [f"**task** {episode.task_id} ({episode.task_type}); outcome: {json.dumps(dict(episode.outcome), default=str)[:300]}"]
+    for sample in episode.samples:
+        verdict = sample.step.get("verdict", {})
+        reply = sample.generation.text.strip().replace("\n", "  \n")
+        lines.append(f"\n**{sample.agent} #{sample.action_index + 1}**: status {sample.step.get('status')}, "
+                     f"reward {sample.reward}, coach {verdict.get('score')}: {str(verdict.get('rationale', ''))[:200]}\n\n"
+                     f"{reply[:limit]}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- evaluation and report
+class TeamPolicy:
+    """The team as a ``mappa_env`` policy, so held-out evaluation reuses mappa_env's ``evaluate``."""
+
+    def __init__(self, team: TeamModel, temperature: float):
+        self.team, self.temperature = team, temperature
+        self.name = "team"
+
+    def act(self, agent: str, observation: Mapping[str, Any], info: Mapping[str, Any]) -> str:
+        prompt = self.team.encode_prompt(info["messages"])
+        return self.team.generate([(agent, prompt)], temperature=self.temperature)[0].text
+
+
+def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any, *, step: int) -> dict[str, Any]:
+    from mappa_env.evaluation import evaluate
+
+    env_kwargs = {"coach": coach, "reward_mode": config.env.reward_mode, "sandbox": config.env.sandbox,
+                  "exec_timeout_s": config.env.exec_timeout_s, **config.env.kwargs}
+    results = evaluate(TeamPolicy(team, config.model.eval_temperature), env_id=config.env.id, split=config.eval.split,
+                       episodes=config.eval.episodes, seed=config.run.seed, env_kwargs=env_kwargs, progress=False)
+    summary = results["summary"]
+    for name in ("success_rate", "accuracy_fair", "f1_fair", "rmse_fair", "rpg"):
+        _scalar(writer, f"eval/{config.eval.split}/{name}", summary.get(name), step)
+    return {"step": step, "summary": {k: v for k, v in summary.items() if k != "coach"}}
+
+
+def write_report(out: Path, config: TrainConfig, evaluations: Mapping[str, Any]) -> Path:
+    from mappa_env.metrics import format_results_table
+
+    rows = [(name, result["summary"]) for name, result in evaluations.items()]
+    text = [f"# Training report: {out.name}", "",
+            f"{config.run.steps} steps of {config.algorithm.estimator} on {config.env.id} ({config.env.split} split), "
+            f"{config.policy.topology} policies from {config.model.path}, coach {config.env.coach}, "
+            f"reward {config.env.reward_mode}.", "",
+            f"Held-out evaluation ({config.eval.split} split):", "",
+            format_results_table(rows) if rows else "(no evaluation was configured)", "",
+            "Curves: `tensorboard --logdir " + str(out) + "`. Agents exported to `final/`."]
+    path = out / "report.md"
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+    return path
+
+
+def _yaml(data: Mapping[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(dict(data), sort_keys=False)
+
+
+def _progress(config: TrainConfig, start: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.run.steps, initial=start, unit="step", disable=not config.run.progress)

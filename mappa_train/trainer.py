@@ -63,7 +63,10 @@ def train(config: TrainConfig) -> Path:
                 optimisation.load_state_dict(state["optimisation"])
                 sampler.load_state_dict(state["sampler"])
                 start_step, evaluations = state["step"], state.get("evaluations", {})
-        writer = SummaryWriter(str(out), purge_step=start_step if start_step else None)
+        # a resumed run first discards whatever the killed run logged after its last checkpoint (step N's
+        # scalars are logged as N, after-the-fact; from scratch, everything: the "before" evaluation is step 0)
+        purge = (start_step + 1 if start_step else 0) if config.run.resume else None
+        writer = SummaryWriter(str(out), purge_step=purge)
         if start_step == 0:
             writer.add_text("config", "```yaml\n" + _yaml(config.to_dict()) + "\n```", 0)
             (out / "config.yaml").write_text(_yaml(config.to_dict()), encoding="utf-8")

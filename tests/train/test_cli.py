@@ -60,3 +60,43 @@ def test_the_tiny_config_trains_two_steps_and_leaves_logs_checkpoints_exports_an
         assert tag in tags, tag
     assert [e.step for e in events.Scalars("eval/heldout/success_rate")] == [0, 2]
     assert "sample/trajectory" in events.Tags()["tensors"] or "sample/trajectory/text_summary" in events.Tags()["tensors"]
+
+
+def _scalar_steps(directory):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(directory))
+    events.Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_logs_every_step_once_like_an_uninterrupted_run(tmp_path):
+    import os
+    import signal
+    import time
+
+    pytest.importorskip("torch", reason="mappa_train needs torch (installed by the README's test line)")
+    common = [sys.executable, "-m", "mappa_train", "--config", "tiny", "--run.steps", "3", "--eval.episodes", "1",
+              "--run.progress", "false"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert subprocess.run([*common, "--output-dir", str(whole)], capture_output=True, timeout=900).returncode == 0
+
+    proc = subprocess.Popen([*common, "--output-dir", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (killed / "checkpoints" / "step-1" / "state.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-way through step 2: its logs so far must not count twice
+    proc.wait(timeout=60)
+    assert not (killed / "report.md").exists()
+
+    resumed = subprocess.run([*common, "--output-dir", str(killed), "--resume"], capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole_steps, killed_steps = _scalar_steps(whole), _scalar_steps(killed)
+    assert killed_steps == whole_steps
+    assert whole_steps["agent/modeler/reward"] == [1, 2, 3] and whole_steps["eval/heldout/success_rate"] == [0, 3]
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-2", "step-3"]  # the last two kept
+    assert "| after | 1 |" in (killed / "report.md").read_text()

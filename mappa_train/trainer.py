@@ -203,29 +203,32 @@ def trajectory_text(episode: EpisodeResult, limit: int = 1500) -> str:
 
 
 # ---------------------------------------------------------------------- evaluation and report
-class TeamPolicy:
-    """The team as a ``mappa_env`` policy, so held-out evaluation reuses mappa_env's ``evaluate``."""
-
-    def __init__(self, team: TeamModel, temperature: float):
-        self.team, self.temperature = team, temperature
-        self.name = "team"
-
-    def act(self, agent: str, observation: Mapping[str, Any], info: Mapping[str, Any]) -> str:
-        prompt = self.team.encode_prompt(info["messages"])
-        return self.team.generate([(agent, prompt)], temperature=self.temperature)[0].text
-
-
 def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any, *, step: int) -> dict[str, Any]:
-    from mappa_env.evaluation import evaluate
+    """Play the evaluation split (one episode per task, or ``eval.episodes``) at the evaluation temperature.
 
-    env_kwargs = {"coach": coach, "reward_mode": config.env.reward_mode, "sandbox": config.env.sandbox,
-                  "exec_timeout_s": config.env.exec_timeout_s, **config.env.kwargs}
-    results = evaluate(TeamPolicy(team, config.model.eval_temperature), env_id=config.env.id, split=config.eval.split,
-                       episodes=config.eval.episodes, seed=config.run.seed, env_kwargs=env_kwargs, progress=False)
-    summary = results["summary"]
+    Episodes run through the same batched rollout as training, on environments of the evaluation
+    split; the table is mappa_env's (:func:`mappa_env.metrics.aggregate_outcomes`), so the numbers
+    mean what ``python -m mappa_env evaluate`` reports.
+    """
+    import mappa_env
+    from mappa_env.metrics import aggregate_outcomes
+
+    env_kwargs = {"split": config.eval.split, "coach": coach, "reward_mode": config.env.reward_mode,
+                  "sandbox": config.env.sandbox, "exec_timeout_s": config.env.exec_timeout_s, **config.env.kwargs}
+    envs = [mappa_env.make(config.env.id, **env_kwargs) for _ in range(config.rollout.envs_in_flight)]
+    try:
+        task_ids = [t.id for t in envs[0].unwrapped.tasks]
+        count = config.eval.episodes or len(task_ids)
+        specs = [EpisodeSpec(task_ids[i % len(task_ids)], seed=config.run.seed + i) for i in range(count)]
+        episodes, _ = collect(team, envs, specs, temperature=config.model.eval_temperature, top_p=1.0,
+                              seed=config.run.seed)
+    finally:
+        for env in envs:
+            env.close()
+    summary = aggregate_outcomes([e.outcome for e in episodes])
     for name in ("success_rate", "accuracy_fair", "f1_fair", "rmse_fair", "rpg"):
         _scalar(writer, f"eval/{config.eval.split}/{name}", summary.get(name), step)
-    return {"step": step, "summary": {k: v for k, v in summary.items() if k != "coach"}}
+    return {"step": step, "summary": summary}
 
 
 def write_report(out: Path, config: TrainConfig, evaluations: Mapping[str, Any]) -> Path:

@@ -215,10 +215,11 @@ def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any,
 
     env_kwargs = {"split": config.eval.split, "coach": coach, "reward_mode": config.env.reward_mode,
                   "sandbox": config.env.sandbox, "exec_timeout_s": config.env.exec_timeout_s, **config.env.kwargs}
-    envs = [mappa_env.make(config.env.id, **env_kwargs) for _ in range(config.rollout.envs_in_flight)]
+    first = mappa_env.make(config.env.id, **env_kwargs)
+    task_ids = [t.id for t in first.unwrapped.tasks]
+    count = config.eval.episodes or len(task_ids)
+    envs = [first] + [mappa_env.make(config.env.id, **env_kwargs) for _ in range(min(count, config.rollout.envs_in_flight) - 1)]
     try:
-        task_ids = [t.id for t in envs[0].unwrapped.tasks]
-        count = config.eval.episodes or len(task_ids)
         specs = [EpisodeSpec(task_ids[i % len(task_ids)], seed=config.run.seed + i) for i in range(count)]
         episodes, _ = collect(team, envs, specs, temperature=config.model.eval_temperature, top_p=1.0,
                               seed=config.run.seed)

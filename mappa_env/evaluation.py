@@ -36,10 +36,7 @@ def run_episode(env: Any, policy: Policy, *, seed: int, task_id: str | None = No
         else:
             env.step(policy.act(agent, observation, info))
     task = env.unwrapped.task
-    outcome = next((i["outcome"] for i in final.values() if "outcome" in i), None)
-    if outcome is None:  # truncated before the analyst finished: a failed run, never dropped
-        outcome = {"valid": False, "reason": "episode truncated before grading", "metrics": {},
-                   "task_id": task.id, "task_type": task.task_type}
+    outcome = episode_outcome(final, task)
     agents = {
         agent: {
             "scores": [s["verdict"]["score"] for s in info.get("steps", [])],
@@ -59,6 +56,16 @@ def run_episode(env: Any, policy: Policy, *, seed: int, task_id: str | None = No
     if record_requests:
         record["coach_requests"] = [r.to_dict() for r in env.unwrapped.coach_requests()]
     return record
+
+
+def episode_outcome(final_infos: Mapping[str, Mapping[str, Any]], task: Any) -> Mapping[str, Any]:
+    """The graded outcome found in the agents' final infos; an episode truncated before grading is a
+    failed run (never dropped), with its reason."""
+    outcome = next((i["outcome"] for i in final_infos.values() if "outcome" in i), None)
+    if outcome is None:
+        outcome = {"valid": False, "reason": "episode truncated before grading", "metrics": {},
+                   "task_id": task.id, "task_type": task.task_type}
+    return outcome
 
 
 def evaluate(

@@ -115,11 +115,10 @@ class _Episode:
         return self.request is None and not self.env.agents
 
     def result(self) -> EpisodeResult:
+        from mappa_env.evaluation import episode_outcome
+
         task = self.env.unwrapped.task
-        outcome = next((i["outcome"] for i in self.final.values() if "outcome" in i), None)
-        if outcome is None:  # truncated before grading: a failed run, kept
-            outcome = {"valid": False, "reason": "episode truncated before grading", "metrics": {},
-                       "task_id": task.id, "task_type": task.task_type}
+        outcome = episode_outcome(self.final, task)
         for agent in {s.agent for s in self.samples}:
             mine = [s for s in self.samples if s.agent == agent]
             info = self.final.get(agent, {})

@@ -37,7 +37,6 @@ def output_directory(config: TrainConfig) -> Path:
 
 def train(config: TrainConfig) -> Path:
     """Run training as configured; returns the output directory."""
-    import mappa_env
     from mappa_env.coach import make_coach
     from torch.utils.tensorboard import SummaryWriter
 
@@ -45,9 +44,7 @@ def train(config: TrainConfig) -> Path:
     out = output_directory(config)
     seed_everything(config.run.seed)
     coach = make_coach(config.env.coach, **config.env.coach_kwargs)  # one coach: shared cache, limits, statistics
-    env_kwargs = {"split": config.env.split, "coach": coach, "reward_mode": config.env.reward_mode,
-                  "sandbox": config.env.sandbox, "exec_timeout_s": config.env.exec_timeout_s, **config.env.kwargs}
-    envs = [mappa_env.make(config.env.id, **env_kwargs) for _ in range(config.rollout.envs_in_flight)]
+    envs = make_envs(config, coach, split=config.env.split, count=config.rollout.envs_in_flight)
     try:
         team = TeamModel(envs[0].possible_agents, config.model, config.policy, seed=config.run.seed)
         tasks = [(t.id, t.task_type) for t in envs[0].unwrapped.tasks]
@@ -122,6 +119,23 @@ def train(config: TrainConfig) -> Path:
         if close:
             close()
     return out
+
+
+def make_envs(config: TrainConfig, coach: Any, *, split: str, count: int) -> list[Any]:
+    """``count`` environments of ``config.env`` on ``split``, all sharing ``coach`` (closed again if one fails)."""
+    import mappa_env
+
+    kwargs = {"split": split, "coach": coach, "reward_mode": config.env.reward_mode, "sandbox": config.env.sandbox,
+              "exec_timeout_s": config.env.exec_timeout_s, **config.env.kwargs}
+    envs: list[Any] = []
+    try:
+        for _ in range(count):
+            envs.append(mappa_env.make(config.env.id, **kwargs))
+    except BaseException:
+        for env in envs:
+            env.close()
+        raise
+    return envs
 
 
 def seed_everything(seed: int) -> None:
@@ -210,16 +224,13 @@ def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any,
     split; the table is mappa_env's (:func:`mappa_env.metrics.aggregate_outcomes`), so the numbers
     mean what ``python -m mappa_env evaluate`` reports.
     """
-    import mappa_env
     from mappa_env.metrics import aggregate_outcomes
 
-    env_kwargs = {"split": config.eval.split, "coach": coach, "reward_mode": config.env.reward_mode,
-                  "sandbox": config.env.sandbox, "exec_timeout_s": config.env.exec_timeout_s, **config.env.kwargs}
-    first = mappa_env.make(config.env.id, **env_kwargs)
-    task_ids = [t.id for t in first.unwrapped.tasks]
-    count = config.eval.episodes or len(task_ids)
-    envs = [first] + [mappa_env.make(config.env.id, **env_kwargs) for _ in range(min(count, config.rollout.envs_in_flight) - 1)]
+    envs = make_envs(config, coach, split=config.eval.split, count=1)
     try:
+        task_ids = [t.id for t in envs[0].unwrapped.tasks]
+        count = config.eval.episodes or len(task_ids)
+        envs += make_envs(config, coach, split=config.eval.split, count=min(count, config.rollout.envs_in_flight) - 1)
         specs = [EpisodeSpec(task_ids[i % len(task_ids)], seed=config.run.seed + i) for i in range(count)]
         episodes, _ = collect(team, envs, specs, temperature=config.model.eval_temperature, top_p=1.0,
                               seed=config.run.seed)

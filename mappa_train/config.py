@@ -47,8 +47,8 @@ class ModelConfig:
     dtype: str = option("auto", "float32, bfloat16, float16, or auto (bfloat16 where the device supports it, else float32)")
     device: str = option("auto", "cpu, cuda, cuda:N, or auto (cuda when available)")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
-    max_prompt_tokens: int = option(2048, "prompts longer than this keep their last tokens (the system prompt is kept)")
-    max_new_tokens: int = option(256, "cap on each generated action")
+    max_prompt_tokens: int = option(768, "longer prompts keep their first quarter (system prompt, task) and last three quarters")
+    max_new_tokens: int = option(128, "cap on each generated action")
     temperature: float = option(1.0, "sampling temperature for training rollouts")
     top_p: float = option(1.0, "nucleus sampling for training rollouts")
     eval_temperature: float = option(0.6, "sampling temperature for held-out evaluation")
@@ -85,11 +85,12 @@ class EnvConfig:
 class RolloutConfig:
     """How experience is collected at each step."""
 
-    tasks_per_step: int = option(4, "tasks drawn per training step")
-    samples_per_task: int = option(2, "episodes per task (grpo/rloo compare them)")
-    envs_in_flight: int = option(8, "episodes run concurrently")
+    tasks_per_step: int = option(2, "tasks drawn per training step")
+    samples_per_task: int = option(1, "episodes per task (grpo/rloo compare them)")
+    envs_in_flight: int = option(2, "episodes run concurrently")
     stratify: bool = option(True, "keep each step's classification/regression balance equal to the split's")
-    mask_truncated: bool = option(True, "leave completions cut at max_new_tokens out of the loss")
+    mask_truncated: bool = option(False, "leave completions cut at max_new_tokens out of the loss (off, as in TRL: a cut "
+                                   "completion still carries its reward, e.g. a low score for rambling)")
 
 
 @dataclass
@@ -103,13 +104,16 @@ class AlgorithmConfig:
     reward_scale: float = option(1.0, "multiplies the environment's per-action rewards")
     updates_per_step: int = option(1, "optimiser steps per agent per training step (mini-batches of the rollout)")
     micro_batch_size: int = option(4, "actions per forward/backward pass (gradient accumulation fills the mini-batch)")
+    recompute_old_logprobs: bool = option(
+        False, "recompute the old policy's log-probs with a forward pass instead of using those recorded while sampling "
+        "(always recomputed when model.temperature != 1 or model.top_p < 1: the sampled distribution is not the policy's)")
 
 
 @dataclass
 class OptimConfig:
     """Optimiser and schedule, one per agent."""
 
-    lr: float = option(1e-5, "peak learning rate (AdamW)")
+    lr: float = option(5e-5, "peak learning rate (AdamW)")
     betas: list[float] = option([0.9, 0.95], "AdamW betas")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_ratio: float = option(0.03, "share of the steps spent warming up linearly")
@@ -122,7 +126,7 @@ class EvalConfig:
     """Held-out evaluation with mappa_env's evaluation."""
 
     split: str = option("heldout", "split evaluated")
-    episodes: int | None = option(None, "episodes per evaluation (default: one per task of the split)")
+    episodes: int | None = option(2, "episodes per evaluation (null: one per task of the split)")
     every: int = option(0, "evaluate every N steps (0: only before and after training)")
     before: bool = option(True, "evaluate before the first step")
     after: bool = option(True, "evaluate after the last step")
@@ -132,7 +136,9 @@ class EvalConfig:
 class RunConfig:
     """The run as a whole."""
 
-    steps: int = option(4, "training steps")
+    steps: int = option(2, "training steps")
+    max_minutes: float = option(0.0, "stop after the step that reaches this many minutes of training, then evaluate and "
+                                     "export as at the end (0: no limit; the schedule still spans run.steps)")
     seed: int = option(0, "seed of everything random (task draws, sampling, initialisation)")
     name: str | None = option(None, "run name (default: derived from the config and the time)")
     output_dir: str | None = option(None, "TensorBoard logs, checkpoints, report.md (default: runs/<name>)")
@@ -249,7 +255,7 @@ class TrainConfig:
         need(ev.split in ("train", "heldout", "all"), f"eval.split {ev.split!r}: use train, heldout or all")
         need(ev.episodes is None or ev.episodes >= 1, "eval.episodes must be >= 1 (or null for one per task)")
         need(ev.every >= 0, "eval.every must be >= 0")
-        need(run.steps >= 1, "run.steps must be >= 1")
+        need(run.steps >= 1 and run.max_minutes >= 0, "run.steps must be >= 1 and run.max_minutes >= 0")
         need(run.checkpoint_every >= 0 and run.sample_every >= 0, "run.checkpoint_every and run.sample_every must be >= 0")
         if problems:
             raise ConfigError("invalid configuration:\n- " + "\n- ".join(problems))

@@ -4,8 +4,9 @@ Per group (an agent, or ``shared``):
 
 1. keep the actions that can teach: a reward exists (unscored actions are left out and counted) and,
    with ``rollout.mask_truncated``, the completion was not cut at the length limit;
-2. compute the old (current policy, before the update) and reference log-probabilities of exactly the
-   recorded tokens, and the advantages (:mod:`mappa_train.algorithms`) over the group's whole batch;
+2. take the old policy's log-probabilities of exactly the recorded tokens (those recorded while sampling
+   when the sampling distribution was the policy itself, else a forward pass), compute the reference
+   model's, and the advantages (:mod:`mappa_train.algorithms`) over the group's whole batch;
 3. split the batch into ``updates_per_step`` mini-batches; each is one optimiser step, accumulated over
    micro-batches of ``micro_batch_size`` actions, with a token-level mean over the whole mini-batch,
    gradient clipping and a learning-rate schedule step.
@@ -103,7 +104,9 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
 
     prompts = [s.generation.prompt_ids for s in usable]
     completions = [s.generation.completion_ids for s in usable]
-    old, ref, mask = _logprobs_without_grad(team, group, prompts, completions, config.micro_batch_size)
+    recorded = None if config.recompute_old_logprobs or not all(s.generation.from_policy for s in usable) else \
+        [s.generation.sampling_logprobs for s in usable]
+    old, ref, mask = _logprobs_without_grad(team, group, prompts, completions, config.micro_batch_size, recorded)
     rewards = torch.tensor([s.reward * config.reward_scale for s in usable], dtype=torch.float32)
     group_ids = [(s.task_id, s.agent, s.action_index) for s in usable]
     advantages = advantages_for(config.estimator, rewards=rewards, mask=mask, logprobs=old, ref_logprobs=ref,
@@ -151,18 +154,29 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
 
 
 @torch.no_grad()
-def _logprobs_without_grad(team: TeamModel, group: str, prompts, completions, micro: int):
-    """Old (acting policy) and reference log-probs, right-padded to one width, on the CPU."""
+def _logprobs_without_grad(team: TeamModel, group: str, prompts, completions, micro: int,
+                           recorded: Sequence[Sequence[float]] | None = None):
+    """Old (acting policy) and reference log-probs, right-padded to one width, on the CPU.
+
+    With ``recorded`` (the sampling log-probs, when sampling was from the policy itself) the old
+    log-probs are those, and only the reference needs a forward pass, as TRL and verl do.
+    """
     width = max(len(c) for c in completions)
     old = torch.zeros(len(prompts), width)
     ref = torch.zeros(len(prompts), width)
     mask = torch.zeros(len(prompts), width)
+    for row, completion in enumerate(completions):
+        mask[row, : len(completion)] = 1.0
+        if recorded is not None:
+            old[row, : len(completion)] = torch.tensor(recorded[row], dtype=torch.float32)
     for start in range(0, len(prompts), micro):
         rows = slice(start, start + micro)
-        with team.acting(group) as model:
-            model.eval()
-            lp, m = team.completion_logprobs(model, prompts[rows], completions[rows])
+        if recorded is None:
+            with team.acting(group) as model:
+                model.eval()
+                lp, _ = team.completion_logprobs(model, prompts[rows], completions[rows])
+            old[rows, : lp.shape[1]] = lp.cpu()
         with team.reference() as reference:
             rp, _ = team.completion_logprobs(reference, prompts[rows], completions[rows])
-        old[rows, : lp.shape[1]], ref[rows, : rp.shape[1]], mask[rows, : m.shape[1]] = lp.cpu(), rp.cpu(), m.cpu()
+        ref[rows, : rp.shape[1]] = rp.cpu()
     return old, ref, mask

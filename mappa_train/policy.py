@@ -42,6 +42,8 @@ class Generation:
         sampling_logprobs: log-probability of each generated token under the sampling distribution.
         truncated: True when generation stopped at ``max_new_tokens`` without an end-of-turn token.
         text: the decoded completion (special tokens removed), which is what the environment receives.
+        from_policy: True when the sampling distribution was the policy itself (temperature 1, top-p 1),
+            so that ``sampling_logprobs`` are the acting policy's log-probabilities of the tokens.
     """
 
     agent: str
@@ -50,6 +52,7 @@ class Generation:
     sampling_logprobs: list[float]
     truncated: bool
     text: str
+    from_policy: bool = False
 
 
 # ---------------------------------------------------------------------- loading
@@ -246,6 +249,7 @@ class TeamModel:
                 agent=agent, prompt_ids=list(ids), completion_ids=completion,
                 sampling_logprobs=chosen[row, :length].tolist(), truncated=not ended,
                 text=self.tokenizer.decode(completion, skip_special_tokens=True),
+                from_policy=temperature == 1.0 and top_p >= 1.0,
             ))
         return generations
 
@@ -267,13 +271,17 @@ class TeamModel:
             input_ids[row, : len(sequence)] = torch.tensor(sequence)
             attention[row, : len(sequence)] = 1
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
-        logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
-        token_logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        # logits at position i predict token i + 1; only positions from the shortest prompt's last token on
+        # are needed: skipping the prompts' logits saves the vocabulary projection and softmax over them
+        first = min(len(p) for p in prompts) - 1
+        logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=width - first).logits[:, :-1].float()
+        targets = input_ids[:, first + 1:, None]
+        token_logprobs = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         longest = max(len(c) for c in completions)
         out = torch.zeros((len(sequences), longest), dtype=token_logprobs.dtype, device=self.device)
         mask = torch.zeros((len(sequences), longest), dtype=torch.float32, device=self.device)
         for row, (prompt, completion) in enumerate(zip(prompts, completions)):
-            start = len(prompt) - 1  # logits at position i predict token i + 1
+            start = len(prompt) - 1 - first
             out[row, : len(completion)] = token_logprobs[row, start: start + len(completion)]
             mask[row, : len(completion)] = 1.0
         return out, mask

@@ -51,6 +51,18 @@ def test_recorded_log_probs_are_the_policy_log_probs_of_exactly_the_generated_to
     assert generations[1].prompt_ids == prompt and generations[2].prompt_ids == prompt[3:]
 
 
+def test_log_probs_of_a_batch_with_prompts_of_different_lengths_equal_each_row_alone(lora_team):
+    prompt = lora_team.encode_prompt(MESSAGES)
+    prompts, completions = [prompt, prompt[7:], prompt[2:]], [[11, 12, 13], [14], [15, 16, 17, 18, 19]]
+    with torch.no_grad(), lora_team.acting("modeler") as model:
+        batch, mask = lora_team.completion_logprobs(model, prompts, completions)
+        alone = [lora_team.completion_logprobs(model, [p], [c])[0][0] for p, c in zip(prompts, completions)]
+    assert mask.sum(dim=1).tolist() == [3, 1, 5]
+    for row, expected in enumerate(alone):
+        assert batch[row, : len(expected)].tolist() == pytest.approx(expected.tolist(), abs=1e-4)
+        assert all(v < 0 for v in expected.tolist())
+
+
 def test_greedy_generation_is_deterministic(lora_team):
     prompt = lora_team.encode_prompt(MESSAGES)
     first = lora_team.generate([("analyst", prompt)], temperature=0)[0]

@@ -22,6 +22,8 @@ from typing import Any
 
 from mappa_train.policy import Generation, TeamModel
 
+FIRST_GRACE_S = 5.0  # how long the first batch of a rollout waits for episodes still resetting
+
 
 @dataclass
 class ActionSample:
@@ -144,11 +146,13 @@ def collect(
     top_p: float = 1.0,
     seed: int = 0,
     on_episode: Callable[[EpisodeResult], None] | None = None,
+    on_generate: Callable[[RolloutTimes], None] | None = None,
 ) -> tuple[list[EpisodeResult], RolloutTimes]:
     """Play ``episodes`` on ``envs`` (one episode per environment at a time) and return them in order.
 
     ``envs`` are AEC environments of the same team; their number is the number of episodes in flight.
-    ``on_episode`` is called (in the main thread) as each episode finishes, e.g. to advance a progress bar.
+    ``on_episode`` is called (in the main thread) as each episode finishes, e.g. to advance a progress bar,
+    and ``on_generate`` after each batched generation call with the running times (actions so far).
     """
     if not envs:
         raise ValueError("collect needs at least one environment")
@@ -175,9 +179,10 @@ def collect(
                 episode = _Episode(free.pop(), number, spec)
                 busy[pool.submit(timed(episode.start))] = episode
             # gather finished steps; once some episodes wait, give the others a grace period of half a
-            # generation call to join the batch, then generate while the slow ones keep stepping
+            # generation call to join the batch, then generate while the slow ones keep stepping (before the
+            # first call, FIRST_GRACE_S: episodes starting together should make the first batch together)
             while busy:
-                grace = 0.5 * times.generation_s / times.generate_calls if times.generate_calls else 0.1
+                grace = 0.5 * times.generation_s / times.generate_calls if times.generate_calls else FIRST_GRACE_S
                 done, _ = futures.wait(list(busy), timeout=grace if ready else None, return_when=futures.FIRST_COMPLETED)
                 if not done:
                     break
@@ -207,5 +212,7 @@ def collect(
                 busy[pool.submit(timed(lambda ep=episode, g=generation: ep.act(g)))] = episode
             times.actions += len(ready)
             ready = []
+            if on_generate:
+                on_generate(times)
     times.wall_s = time.perf_counter() - started
     return [finished[i] for i in range(len(episodes))], times

@@ -71,7 +71,9 @@ def train(config: TrainConfig) -> Path:
         if config.eval.before and "before" not in evaluations:
             evaluations["before"] = evaluate_team(team, config, coach, writer, step=0)
 
-        progress = _progress(config, start_step)
+        progress = _progress(config.run.steps, "training", unit="step", enabled=config.run.progress, initial=start_step)
+        deadline = time.monotonic() + config.run.max_minutes * 60 if config.run.max_minutes else None
+        steps_done = start_step
         for step in range(start_step, config.run.steps):
             # ---------------------------------------------------------------- collect
             task_ids = sampler.next(config.rollout.tasks_per_step)
@@ -79,7 +81,8 @@ def train(config: TrainConfig) -> Path:
                      for i, task_id in enumerate(t for t in task_ids for _ in range(config.rollout.samples_per_task))]
             progress.set_description(f"step {step + 1}/{config.run.steps}: collecting")
             episodes, times = collect(team, envs, specs, temperature=config.model.temperature, top_p=config.model.top_p,
-                                      seed=config.run.seed * 7919 + step)
+                                      seed=config.run.seed * 7919 + step,
+                                      on_generate=lambda t: progress.set_postfix(actions=t.actions))
             samples = [s for e in episodes for s in e.samples]
 
             # ---------------------------------------------------------------- advantages + update per agent
@@ -97,7 +100,8 @@ def train(config: TrainConfig) -> Path:
             # ---------------------------------------------------------------- evaluate, checkpoint
             if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < config.run.steps:
                 evaluations[f"step {step + 1}"] = evaluate_team(team, config, coach, writer, step=step + 1)
-            last = step + 1 == config.run.steps
+            steps_done = step + 1
+            last = step + 1 == config.run.steps or (deadline is not None and time.monotonic() >= deadline)
             if last and config.eval.after:
                 evaluations["after"] = evaluate_team(team, config, coach, writer, step=step + 1)
             if last or (config.run.checkpoint_every and (step + 1) % config.run.checkpoint_every == 0):
@@ -108,9 +112,11 @@ def train(config: TrainConfig) -> Path:
                 })
             writer.flush()
             progress.update(1)
+            if last:
+                break  # run.steps reached, or run.max_minutes spent
         progress.close()
         export(team, out / "final")
-        write_report(out, config, evaluations)
+        write_report(out, config, evaluations, steps=steps_done)
         writer.close()
     finally:
         for env in envs:
@@ -232,25 +238,32 @@ def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any,
         count = config.eval.episodes or len(task_ids)
         envs += make_envs(config, coach, split=config.eval.split, count=min(count, config.rollout.envs_in_flight) - 1)
         specs = [EpisodeSpec(task_ids[i % len(task_ids)], seed=config.run.seed + i) for i in range(count)]
+        bar = _progress(count, f"evaluating on {config.eval.split} ({'before training' if step == 0 else f'step {step}'})",
+                        unit="episode", enabled=config.run.progress)
         episodes, _ = collect(team, envs, specs, temperature=config.model.eval_temperature, top_p=1.0,
-                              seed=config.run.seed)
+                              seed=config.run.seed, on_episode=lambda _: bar.update(1),
+                              on_generate=lambda t: bar.set_postfix(actions=t.actions))
     finally:
         for env in envs:
             env.close()
+    bar.close()
     summary = aggregate_outcomes([e.outcome for e in episodes])
     for name in ("success_rate", "accuracy_fair", "f1_fair", "rmse_fair", "rpg"):
         _scalar(writer, f"eval/{config.eval.split}/{name}", summary.get(name), step)
     return {"step": step, "summary": summary}
 
 
-def write_report(out: Path, config: TrainConfig, evaluations: Mapping[str, Any]) -> Path:
+def write_report(out: Path, config: TrainConfig, evaluations: Mapping[str, Any], *, steps: int) -> Path:
+    """``report.md``: what was trained, and the before/after table on the evaluation split."""
     from mappa_env.metrics import format_results_table
 
     rows = [(name, result["summary"]) for name, result in evaluations.items()]
     text = [f"# Training report: {out.name}", "",
-            f"{config.run.steps} steps of {config.algorithm.estimator} on {config.env.id} ({config.env.split} split), "
+            f"{steps} step{'' if steps == 1 else 's'} of {config.algorithm.estimator} on {config.env.id} ({config.env.split} split), "
             f"{config.policy.topology} policies from {config.model.path}, coach {config.env.coach}, "
-            f"reward {config.env.reward_mode}.", "",
+            f"reward {config.env.reward_mode}"
+            + (f" (stopped by run.max_minutes = {config.run.max_minutes:g} before run.steps = {config.run.steps})."
+               if steps < config.run.steps else "."), "",
             f"Held-out evaluation ({config.eval.split} split):", "",
             format_results_table(rows) if rows else "(no evaluation was configured)", "",
             "Curves: `tensorboard --logdir " + str(out) + "`. Agents exported to `final/`."]
@@ -265,7 +278,7 @@ def _yaml(data: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(data), sort_keys=False)
 
 
-def _progress(config: TrainConfig, start: int) -> Any:
+def _progress(total: int, description: str, *, unit: str, enabled: bool, initial: int = 0) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=config.run.steps, initial=start, unit="step", disable=not config.run.progress)
+    return tqdm(total=total, initial=initial, desc=description, unit=unit, disable=not enabled)

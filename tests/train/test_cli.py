@@ -100,3 +100,17 @@ def test_resume_after_sigkill_logs_every_step_once_like_an_uninterrupted_run(tmp
     assert whole_steps["agent/modeler/reward"] == [1, 2, 3] and whole_steps["eval/heldout/success_rate"] == [0, 3]
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-2", "step-3"]  # the last two kept
     assert "| after | 1 |" in (killed / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_time_limit_stops_after_the_step_that_reaches_it_and_still_evaluates_and_exports(tmp_path, capsys):
+    pytest.importorskip("torch", reason="mappa_train needs torch (installed by the README's test line)")
+    out = tmp_path / "run"
+    assert main(["--config", "tiny", "--run.steps", "5", "--run.max_minutes", "0.001", "--eval.before", "false",
+                 "--eval.episodes", "1", "--run.progress", "false", "--output-dir", str(out)]) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1"]
+    report = (out / "report.md").read_text()
+    assert report.count("| after | 1 |") == 1 and "| before |" not in report
+    assert "1 step of reinforce_pp" in report
+    assert _scalar_steps(out)["agent/analyst/reward"] == [1]
+    assert all((out / "final" / agent / "adapter_config.json").is_file() for agent in AGENTS)

@@ -123,6 +123,7 @@ class TeamModel:
         self.topology = policy_config.topology
         self.model_config = model_config
         self.tokenizer, base = load_tokenizer_and_model(model_config, seed=seed)
+        base.generation_config = _plain_generation_config(base.generation_config)
         self.tokenizer.padding_side = "left"
         self.device = next(base.parameters()).device
         if self.topology == "lora":
@@ -285,6 +286,19 @@ class TeamModel:
             out[row, : len(completion)] = token_logprobs[row, start: start + len(completion)]
             mask[row, : len(completion)] = 1.0
         return out, mask
+
+
+def _plain_generation_config(checkpoint: Any) -> Any:
+    """A generation config with the checkpoint's special tokens and none of its sampling defaults.
+
+    ``generate`` fills every setting a call leaves unset from the model's generation config; a
+    checkpoint's repetition penalty, min-p or top-k would then reshape the distribution the actions are
+    drawn from, and the recorded log-probabilities would no longer be the policy's.
+    """
+    from transformers import GenerationConfig
+
+    tokens = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    return GenerationConfig(**{name: getattr(checkpoint, name, None) for name in tokens})
 
 
 def _with_adapters(base: torch.nn.Module, policy_config: PolicyConfig, agents: Sequence[str], seed: int, *,

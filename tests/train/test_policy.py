@@ -18,7 +18,7 @@ MESSAGES = [{"role": "system", "content": "You are the modeler."}, {"role": "use
 
 
 def team(topology: str, **model) -> TeamModel:
-    config = ModelConfig(path="tiny-random", dtype="float32", device="cpu", max_new_tokens=12, **model)
+    config = ModelConfig(**{"path": "tiny-random", "dtype": "float32", "device": "cpu", "max_new_tokens": 12, **model})
     return TeamModel(AGENTS, config, PolicyConfig(topology=topology, lora_rank=4, lora_alpha=8), seed=0)
 
 
@@ -61,6 +61,29 @@ def test_log_probs_of_a_batch_with_prompts_of_different_lengths_equal_each_row_a
     for row, expected in enumerate(alone):
         assert batch[row, : len(expected)].tolist() == pytest.approx(expected.tolist(), abs=1e-4)
         assert all(v < 0 for v in expected.tolist())
+
+
+def test_a_checkpoints_sampling_defaults_do_not_reshape_the_policy(tmp_path):
+    """A repetition penalty, top-k or min-p in generation_config.json would make the recorded log-probs another distribution's."""
+    from mappa_train.policy import load_tokenizer_and_model
+
+    tokenizer, model = load_tokenizer_and_model(ModelConfig(path="tiny-random", dtype="float32", device="cpu"))
+    from transformers import GenerationConfig
+
+    with torch.no_grad():
+        model.model.norm.weight.mul_(300.0)  # peaked logits: a random model's near-uniform ones hide any reshaping
+    model.generation_config = GenerationConfig(  # as a checkpoint's generation_config.json may ship them
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        do_sample=True, repetition_penalty=1.5, top_k=3, min_p=0.2, no_repeat_ngram_size=2)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    saved = team("separate", path=str(tmp_path))
+    prompt = saved.encode_prompt(MESSAGES)
+    generation = saved.generate([("modeler", prompt)], temperature=1.0, max_new_tokens=12, seed=0)[0]
+    with torch.no_grad(), saved.acting("modeler") as acting:
+        logprobs, _ = saved.completion_logprobs(acting, [prompt], [generation.completion_ids])
+    assert generation.from_policy
+    assert logprobs[0].tolist() == pytest.approx(generation.sampling_logprobs, abs=1e-4)
 
 
 def test_greedy_generation_is_deterministic(lora_team):

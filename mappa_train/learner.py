@@ -159,7 +159,7 @@ def _logprobs_without_grad(team: TeamModel, group: str, prompts, completions, mi
     """Old (acting policy) and reference log-probs, right-padded to one width, on the CPU.
 
     With ``recorded`` (the sampling log-probs, when sampling was from the policy itself) the old
-    log-probs are those, and only the reference needs a forward pass, as TRL and verl do.
+    log-probs are those, and only the reference needs a forward pass.
     """
     width = max(len(c) for c in completions)
     old = torch.zeros(len(prompts), width)

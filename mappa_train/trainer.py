@@ -60,6 +60,8 @@ def train(config: TrainConfig) -> Path:
                 optimisation.load_state_dict(state["optimisation"])
                 sampler.load_state_dict(state["sampler"])
                 start_step, evaluations = state["step"], state.get("evaluations", {})
+                if "after" in evaluations and start_step < config.run.steps:  # a run stopped by run.max_minutes
+                    evaluations[f"step {start_step}"] = evaluations.pop("after")  # goes on: its end is a midpoint now
         # a resumed run first discards whatever the killed run logged after its last checkpoint (step N's
         # scalars are logged as N, after-the-fact; from scratch, everything: the "before" evaluation is step 0)
         purge = (start_step + 1 if start_step else 0) if config.run.resume else None
@@ -98,10 +100,10 @@ def train(config: TrainConfig) -> Path:
                 writer.add_text("sample/trajectory", trajectory_text(episodes[0]), step + 1)
 
             # ---------------------------------------------------------------- evaluate, checkpoint
-            if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < config.run.steps:
-                evaluations[f"step {step + 1}"] = evaluate_team(team, config, coach, writer, step=step + 1)
             steps_done = step + 1
             last = step + 1 == config.run.steps or (deadline is not None and time.monotonic() >= deadline)
+            if config.eval.every and (step + 1) % config.eval.every == 0 and not last:
+                evaluations[f"step {step + 1}"] = evaluate_team(team, config, coach, writer, step=step + 1)
             if last and config.eval.after:
                 evaluations["after"] = evaluate_team(team, config, coach, writer, step=step + 1)
             if last or (config.run.checkpoint_every and (step + 1) % config.run.checkpoint_every == 0):

@@ -32,8 +32,8 @@ def launch(mode: str, out: Path, args: argparse.Namespace) -> subprocess.Popen:
     command = [sys.executable, "-m", "mappa_train", "--output-dir", str(out / mode), "--env.reward_mode", mode,
                "--run.steps", str(args.steps), "--run.max_minutes", str(args.minutes), "--run.progress", "false",
                *args.trainer_args]
-    log = open(out / f"{mode}.log", "w", encoding="utf-8")  # noqa: SIM115 - closed with the process below
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(out / f"{mode}.log", "w", encoding="utf-8") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def scalars(run: Path) -> dict[str, dict[int, float]]:

@@ -8,7 +8,9 @@
    TRL's ``GRPOTrainer``, whose generation is replaced by a ``rollout_func`` that returns the same
    pre-made tokens, so that both time only the update: reference log-probs, forward and backward,
    optimiser step. Tokens/s counts trained completion tokens. Steps alternate between the two
-   (median of ``--repeats`` after one warm-up each), in one process, so machine noise hits both.
+   (one of ours after each of TRL's; median of ``--repeats`` after one warm-up each), in one process,
+   so machine noise hits both. TRL's timed step also decodes the completions, calls the reward
+   function, computes each token's entropy and gathers its metrics, which ours does not.
 2. Peak memory. A fresh process per topology builds the three-agent dsbench team (``lora``: one base
    and three adapters; ``separate``: three models plus a frozen reference) and runs one update per
    agent (``--memory-prompts x --samples`` actions each), without and with gradient checkpointing; the
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 
 AGENTS = ["data_engineer", "modeler", "analyst"]
 
@@ -97,7 +100,7 @@ class OursStep:
 class TRLStep:
     """One ``GRPOTrainer`` optimiser step on the fixed batch (generation replaced by the pre-made tokens)."""
 
-    def __init__(self, directory: str, args: argparse.Namespace, workdir: str):
+    def __init__(self, directory: str, args: argparse.Namespace, workdir: str, between: Callable[[], None]):
         import torch
         from datasets import Dataset
         from peft import LoraConfig
@@ -135,6 +138,7 @@ class TRLStep:
 
             def on_step_end(self, *_, **__):
                 times.append(time.perf_counter() - self.began)
+                between()  # one of our steps after each of TRL's: machine noise hits both alike
 
         batch = args.prompts * args.samples
         config = GRPOConfig(
@@ -230,10 +234,11 @@ def main() -> None:
         torch.manual_seed(0)
         ours = OursStep(directory, args)
         ours()  # warm-up
+        ours_times: list[float] = []
         with tempfile.TemporaryDirectory() as workdir:
-            trl = TRLStep(directory, args, workdir)
-            ours_times = [ours() for _ in range(args.repeats)]
+            trl = TRLStep(directory, args, workdir, between=lambda: ours_times.append(ours()))
             trl_times = trl.run_all()[1:]  # the first step is TRL's warm-up
+        ours_times = ours_times[1:]  # the step after TRL's warm-up, to compare the same positions
         ours_s, trl_s = statistics.median(ours_times), statistics.median(trl_times)
         print("| update (one optimiser step) | seconds (median) | completion tokens/s | ratio |\n|---|---:|---:|---:|")
         print(f"| TRL GRPOTrainer | {trl_s:.2f} | {trl.tokens / trl_s:.0f} | 1.00 |")

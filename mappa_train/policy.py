@@ -224,8 +224,9 @@ class TeamModel:
         for row, (_, ids) in enumerate(batch):
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention[row, width - len(ids):] = 1
-        # top_k=0 switches off the checkpoint's default top-k (50 for most models): RL samples from the policy
-        # itself, so that the recorded log-probabilities are the policy's (at temperature 1 and top_p 1)
+        # top_k=0 switches off transformers' default top-k of 50 (the checkpoint's sampling defaults are already
+        # gone, see _plain_generation_config): RL samples from the policy itself, so that the recorded
+        # log-probabilities are the policy's (at temperature 1 and top_p 1)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else \
             {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         out = model.generate(

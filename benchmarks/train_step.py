@@ -56,6 +56,21 @@ def fixed_batch(vocab: int, args: argparse.Namespace, seed: int = 0) -> tuple[li
     return prompts, completions
 
 
+def action_samples(agent: str, prompts, completions, rewards, samples_per_prompt: int, logprobs=None) -> list:
+    """The fixed batch as ``agent``'s actions; with ``logprobs`` (recorded at sampling) the update reuses them."""
+    from mappa_train.policy import Generation
+    from mappa_train.rollout import ActionSample
+
+    return [
+        ActionSample(agent=agent, episode=i, task_id=f"task-{i // samples_per_prompt}", task_type="regression",
+                     action_index=0, reward=reward,
+                     generation=Generation(agent=agent, prompt_ids=p, completion_ids=c, truncated=False, text="",
+                                           sampling_logprobs=[0.0] * len(c) if logprobs is None else logprobs[i],
+                                           from_policy=logprobs is not None))
+        for i, (p, c, reward) in enumerate(zip(prompts, completions, rewards))
+    ]
+
+
 # ---------------------------------------------------------------------- ours
 class OursStep:
     """One ``mappa_train`` update of a one-agent LoRA team on the fixed batch."""
@@ -65,8 +80,7 @@ class OursStep:
 
         from mappa_train.config import AlgorithmConfig, ModelConfig, OptimConfig, PolicyConfig
         from mappa_train.learner import Optimisation
-        from mappa_train.policy import Generation, TeamModel
-        from mappa_train.rollout import ActionSample
+        from mappa_train.policy import TeamModel
 
         self.team = TeamModel(["agent"], ModelConfig(path=directory, dtype="float32", device="cpu"),
                               PolicyConfig(topology="lora", lora_rank=16, lora_alpha=32))
@@ -77,13 +91,8 @@ class OursStep:
         with torch.no_grad(), self.team.acting("agent") as model:
             recorded, _ = self.team.completion_logprobs(model, prompts, completions)
         rewards = torch.rand(len(prompts), generator=torch.Generator().manual_seed(1)).tolist()
-        self.samples = [
-            ActionSample(agent="agent", episode=i, task_id=f"task-{i // args.samples}", task_type="regression",
-                         action_index=0, reward=reward,
-                         generation=Generation(agent="agent", prompt_ids=p, completion_ids=c, sampling_logprobs=lp[: len(c)].tolist(),
-                                               truncated=False, text="", from_policy=True))
-            for i, (p, c, lp, reward) in enumerate(zip(prompts, completions, recorded, rewards))
-        ]
+        self.samples = action_samples("agent", prompts, completions, rewards, args.samples,
+                                      logprobs=[lp[: len(c)].tolist() for lp, c in zip(recorded, completions)])
         self.tokens = sum(len(c) for c in completions)
 
     def __call__(self) -> float:
@@ -174,8 +183,7 @@ def memory_child(topology: str, directory: str, args: argparse.Namespace) -> Non
 
     from mappa_train.config import AlgorithmConfig, ModelConfig, OptimConfig, PolicyConfig
     from mappa_train.learner import Optimisation, update
-    from mappa_train.policy import Generation, TeamModel
-    from mappa_train.rollout import ActionSample
+    from mappa_train.policy import TeamModel
 
     torch.set_num_threads(2)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -184,10 +192,8 @@ def memory_child(topology: str, directory: str, args: argparse.Namespace) -> Non
                      PolicyConfig(topology=topology, lora_rank=16, lora_alpha=32))
     optimisation = Optimisation(team, OptimConfig(lr=1e-5), total_updates=10)
     prompts, completions = fixed_batch(len(team.tokenizer), args)
-    samples = [ActionSample(agent=agent, episode=i, task_id=f"t{i}", task_type="regression", action_index=0, reward=float(i % 2),
-                            generation=Generation(agent=agent, prompt_ids=p, completion_ids=c, sampling_logprobs=[0.0] * len(c),
-                                                  truncated=False, text="", from_policy=False))
-               for agent in AGENTS for i, (p, c) in enumerate(zip(prompts, completions))]
+    rewards = [float(i % 2) for i in range(len(prompts))]
+    samples = [s for agent in AGENTS for s in action_samples(agent, prompts, completions, rewards, args.samples)]
     update(team, optimisation, samples, AlgorithmConfig(micro_batch_size=args.micro_batch), mask_truncated=False, seed=0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"baseline_mib": baseline / 1024, "peak_mib": peak / 1024}))
@@ -226,6 +232,19 @@ def main() -> None:
     print(f"model {directory}\nbatch {batch} actions ({args.prompts} prompts x {args.samples}), prompt {args.prompt_tokens} "
           f"+ completion {args.completion_tokens} tokens, micro-batch {args.micro_batch}, LoRA r16 on q/k/v/o, float32, "
           f"{os.cpu_count()} CPU threads\n")
+    # memory first: a child's ru_maxrss starts from its parent's peak (it survives fork and exec), so the
+    # children must be spawned before this process loads any model
+    if "memory" not in args.skip:
+        print(f"memory: {args.memory_prompts * args.samples} actions per agent\n")
+        print("| topology (3 agents) | gradient checkpointing | peak RSS (MiB) | above the bare process (MiB) | "
+              "ratio to separate |\n|---|---|---:|---:|---:|")
+        for checkpointing in (False, True):
+            rows = {t: measure_memory(t, checkpointing, directory, args) for t in ("lora", "separate")}
+            above = {t: r["peak_mib"] - r["baseline_mib"] for t, r in rows.items()}
+            for topology, row in rows.items():
+                print(f"| {topology} | {'on' if checkpointing else 'off'} | {row['peak_mib']:.0f} | {above[topology]:.0f} | "
+                      f"{above[topology] / above['separate']:.2f} |")
+
     if "throughput" not in args.skip:
         import tempfile
 
@@ -244,17 +263,6 @@ def main() -> None:
         print(f"| TRL GRPOTrainer | {trl_s:.2f} | {trl.tokens / trl_s:.0f} | 1.00 |")
         print(f"| mappa_train | {ours_s:.2f} | {ours.tokens / ours_s:.0f} | {trl_s / ours_s:.2f} |")
         print(f"\nall timings (s): mappa_train {[round(t, 2) for t in ours_times]}, TRL {[round(t, 2) for t in trl_times]}\n")
-    if "memory" not in args.skip:
-        print(f"memory: {args.memory_prompts * args.samples} actions per agent\n")
-        print("| topology (3 agents) | gradient checkpointing | peak RSS (MiB) | above the bare process (MiB) | "
-              "ratio to separate |\n|---|---|---:|---:|---:|")
-        for checkpointing in (False, True):
-            rows = {t: measure_memory(t, checkpointing, directory, args) for t in ("lora", "separate")}
-            above = {t: r["peak_mib"] - r["baseline_mib"] for t, r in rows.items()}
-            for topology, row in rows.items():
-                print(f"| {topology} | {'on' if checkpointing else 'off'} | {row['peak_mib']:.0f} | {above[topology]:.0f} | "
-                      f"{above[topology] / above['separate']:.2f} |")
-
 
 if __name__ == "__main__":
     main()

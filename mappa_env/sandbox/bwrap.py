@@ -3,9 +3,20 @@
 The profile gives the worker a root file system made of read-only system directories (``/usr`` and its
 ``/bin``, ``/lib``, ``/lib64`` links), read-only binds of exactly the Python installation it runs on, a
 private size-limited tmpfs for ``/tmp`` and ``/dev/shm``, fresh ``/dev`` and ``/proc``, and the workspace
-read-write at ``/workspace``. Every namespace is unshared (so the network is only ``lo``), capabilities
-are dropped, and the environment is cleared. ``/etc``, ``/home``, ``/root`` and everything else are
-absent.
+read-write at ``/workspace``. Paths the caller hides (the data directories of packages that hold task
+sources) are covered by empty read-only directories. The ipc, pid, network and uts namespaces are
+unshared (so the network is only ``lo``), capabilities are dropped, and the environment is cleared.
+``/etc``, ``/home``, ``/root`` and everything else are absent.
+
+Two ways to start, chosen by who runs the host:
+
+* ``"userns"`` (an ordinary user): bwrap makes a user namespace too, where the worker keeps the host
+  user's uid without any capability. The kernel counts the sandbox's processes in that namespace, so the
+  worker's process limit (``RLIMIT_NPROC``) caps the sandbox alone.
+* ``"setuid"`` (the host runs as root, as in containers and CI): a uid-0 process is exempt from the process
+  limit whatever namespace it is in, so the sandbox must not be uid 0. bwrap sets up the namespaces as
+  root, keeps only ``CAP_SETUID``/``CAP_SETGID``, and the worker's first act is to drop to the
+  workspace's unprivileged uid (and clear every capability) before it reads any other code.
 """
 
 from __future__ import annotations
@@ -37,10 +48,23 @@ FIX_HINT = (
 
 @dataclass(frozen=True)
 class BwrapInfo:
-    """A bwrap binary that was seen to work here."""
+    """A bwrap binary that was seen to work here, and how it starts sandboxes (see the module docstring)."""
 
     path: str
     supports_size: bool  # ``--size`` for tmpfs (bubblewrap >= 0.10)
+    mode: str = "userns"  # or "setuid"
+
+
+def start_mode() -> str:
+    """``"setuid"`` when the host runs as root (the sandbox then drops to its own uid), else ``"userns"``."""
+    return "setuid" if os.geteuid() == 0 else "userns"
+
+
+def _namespaces(mode: str) -> list[str]:
+    if mode == "setuid":
+        return ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+                "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    return ["--unshare-all", "--cap-drop", "ALL"]
 
 
 def find_bwrap() -> tuple[str | None, str]:
@@ -63,8 +87,9 @@ def probe() -> BwrapInfo | str:
     path, origin = find_bwrap()
     if path is None:
         return origin
-    base = [path, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL", "--ro-bind", "/", "/",
-            "--dev", "/dev", "--proc", "/proc"]
+    mode = start_mode()
+    base = [path, *_namespaces(mode), "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev",
+            "--proc", "/proc", "--perms", "1777"]
     failure = ""
     for size in (["--size", str(1 << 20)], []):
         try:
@@ -73,7 +98,7 @@ def probe() -> BwrapInfo | str:
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"{path} ({origin}) could not run: {type(exc).__name__}: {exc}"
         if done.returncode == 0:
-            return BwrapInfo(path=path, supports_size=bool(size))
+            return BwrapInfo(path=path, supports_size=bool(size), mode=mode)
         failure = done.stderr.decode("utf-8", "replace").strip() or f"exit code {done.returncode}"
     return f"{path} ({origin}) failed to create a sandbox: {failure}"
 
@@ -146,10 +171,13 @@ def sandbox_env(python: str) -> dict[str, str]:
 
 
 def command(info: BwrapInfo, *, workspace: Path, python: str, tmp_bytes: int,
-            extra_ro_binds: tuple[str, ...] = (), argv: list[str]) -> list[str]:
-    """The bwrap command line that runs ``argv`` (starting with ``python``) in the sandbox."""
-    cmd = [info.path, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-           "--clearenv"]
+            extra_ro_binds: tuple[str, ...] = (), hidden: tuple[str, ...] = (), argv: list[str]) -> list[str]:
+    """The bwrap command line that runs ``argv`` (starting with ``python``) in the sandbox.
+
+    ``hidden`` paths inside the bound directories are covered: a directory by an empty read-only one, a
+    file by an empty read-only file.
+    """
+    cmd = [info.path, *_namespaces(info.mode), "--die-with-parent", "--new-session", "--clearenv"]
     for key, value in sandbox_env(python).items():
         cmd += ["--setenv", key, value]
     for d in SYSTEM_DIRS:
@@ -159,10 +187,39 @@ def command(info: BwrapInfo, *, workspace: Path, python: str, tmp_bytes: int,
             cmd += ["--ro-bind", d, d]
     cmd += ["--dev", "/dev", "--proc", "/proc"]
     size = ["--size", str(tmp_bytes)] if info.supports_size else []
-    cmd += [*size, "--tmpfs", "/tmp", *size, "--tmpfs", "/dev/shm"]
+    # World-writable and sticky, like the host's /tmp: in "setuid" mode the worker is not root.
+    cmd += ["--perms", "1777", *size, "--tmpfs", "/tmp", "--perms", "1777", *size, "--tmpfs", "/dev/shm"]
     # After the tmpfs: a venv under /tmp must be bound on top of it, not hidden by it.
+    made: set[str] = set()
+    bound = []
     for d in (*python_dirs(python), *extra_ro_binds):
         if not any(_under(d, s) for s in SYSTEM_DIRS if os.path.isdir(s) and not os.path.islink(s)):
+            # Parents bwrap would create itself copy the host's modes (0700 for /root): make them
+            # traversable, or an unprivileged worker could not reach its own interpreter.
+            for parent in _ancestors(d):
+                if parent not in made and parent not in _MOUNTED:
+                    made.add(parent)
+                    cmd += ["--perms", "0755", "--dir", parent]
             cmd += ["--ro-bind", d, d]
-    cmd += ["--bind", str(workspace), WORKSPACE, "--chdir", WORKSPACE, "--", *argv]
+        bound.append(d)
+    for path in hidden:
+        if not any(_under(path, d) for d in (*bound, *SYSTEM_DIRS)) or not os.path.exists(path):
+            continue  # not in the sandbox anyway
+        if os.path.isdir(path):
+            tiny = ["--size", "4096"] if info.supports_size else []
+            cmd += ["--perms", "0555", *tiny, "--tmpfs", path, "--remount-ro", path]
+        else:
+            cmd += ["--ro-bind", "/dev/null", path]
+    # The worker enters the workspace itself (config "chdir"): in "setuid" mode it belongs to a uid that
+    # bwrap, root without capabilities, may not enter.
+    cmd += ["--bind", str(workspace), WORKSPACE, "--chdir", "/", "--", *argv]
     return cmd
+
+
+_MOUNTED = ("/tmp", "/dev", "/dev/shm")  # already there (and /tmp must keep its mode 1777)
+
+
+def _ancestors(path: str) -> list[str]:
+    """``/a/b/c`` -> ``["/a", "/a/b"]``."""
+    parts = Path(path).parts[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]

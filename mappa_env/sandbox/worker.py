@@ -4,7 +4,8 @@ The host starts it with a small ``python -c`` stub that reads this file's source
 tree need not be visible inside the sandbox, so this module imports only the standard library), followed
 by one argument, the JSON config. It then:
 
-1. sets resource limits (address space, lifetime CPU time, file size, no core dumps), one BLAS/OpenMP
+1. drops to the workspace's unprivileged uid when the host asked for it (the host runs as root), sets
+   resource limits (address space, lifetime CPU time, processes, file size, no core dumps), one BLAS/OpenMP
    thread, and preloads numpy, pandas and scikit-learn so that an action pays no import cost;
 2. sends a ``ready`` message, then loops: read a request, ``exec`` its code in one persistent namespace
    (a fresh module registered as ``__main__``, so pickling user classes works), answer with the status.
@@ -97,10 +98,38 @@ def _set_limits(config):
     if config.get("cpu_s"):
         # A lifetime cap (SIGXCPU at soft, SIGKILL at hard): catches runaway workers the host forgot.
         lower(resource.RLIMIT_CPU, config["cpu_s"], config["cpu_s"] + 5)
+    if config.get("nproc"):
+        # Processes and threads of the sandbox (a fork bomb stops here). The kernel counts them per uid
+        # and user namespace, which is why the host never lets a sandbox run as uid 0.
+        lower(resource.RLIMIT_NPROC, config["nproc"])
     if config.get("fsize_bytes"):
         # Python ignores SIGXFSZ, so an oversized write raises OSError(EFBIG) instead of killing us.
         lower(resource.RLIMIT_FSIZE, config["fsize_bytes"])
     lower(resource.RLIMIT_CORE, 0)  # a segfault must not drop a core file into the workspace
+
+
+def _drop_privileges(config):
+    """Become the workspace's unprivileged uid, with no capability left ("setuid" mode; see bwrap.py).
+
+    Runs before anything but this file's own code; exits rather than run user code as root.
+    """
+    uid = config.get("uid")
+    if uid is None:
+        return
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # from uid 0 to another uid: the kernel clears every capability
+    with open("/proc/self/status") as status:
+        caps = [line.split()[1] for line in status if line.startswith(("CapEff:", "CapPrm:"))]
+    if os.getresuid() != (uid, uid, uid) or any(int(c, 16) for c in caps):
+        sys.stderr.write(f"mappa sandbox: could not drop privileges (uids {os.getresuid()}, caps {caps})\n")
+        os._exit(70)
+    try:  # changing uid made us non-dumpable: /proc/self would be root's; give it back to the code
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+    except (OSError, AttributeError):
+        pass
 
 
 def _preload(modules):
@@ -226,6 +255,9 @@ def _clean(text):
 def main(argv):
     config = json.loads(argv[1]) if len(argv) > 1 else {}
     started = time.perf_counter()
+    _drop_privileges(config)
+    if config.get("chdir"):
+        os.chdir(config["chdir"])
     for var in _THREAD_VARS:
         os.environ.setdefault(var, "1")  # 2-core machines run several workers at once
     _set_limits(config)

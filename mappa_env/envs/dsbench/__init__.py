@@ -90,6 +90,12 @@ class DSBenchEnv(PipelineEnv):
         for name in task.files:
             shutil.copyfile(task.public_dir / name, workspace / name)
 
+    def _hidden_paths(self) -> tuple[str, ...]:
+        # The builtin tasks' source datasets: reloading one would let code match rows to hidden labels.
+        from mappa_env.tasks.builtin import source_data_dirs
+
+        return source_data_dirs()
+
     def _grade(self, task, workspace: Path) -> dict[str, Any]:
         return grade_submission(task, workspace / "submission.csv")
 

@@ -137,7 +137,8 @@ def _read_text(path: Path) -> str:
     if not path.is_file():
         raise _Rejected(f"{path.name} is not a regular file")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO swapped in after the checks must not hang the host (no effect on files).
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:  # replaced by a link between the checks above and here
         raise _Rejected(f"could not read {path.name}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as handle:

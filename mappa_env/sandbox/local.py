@@ -126,6 +126,7 @@ class _LocalProcess:
             pass
         self.memory_bytes, self.quota = memory_bytes, quota
         self.keep: tuple[int, ...] | None = None  # bwrap, pid 1 and the worker: found at the first settle
+        self.worker_ns_pid: int | None = None  # the worker's pid inside the sandbox
         self.frozen = False
 
     def poll(self) -> int | None:
@@ -178,6 +179,8 @@ class _LocalProcess:
         worker = self.worker_pid
         procs.signal_all([worker], signal.SIGSTOP)  # first, so that it cannot start anything more
         self.frozen = True
+        if self.isolated and procs.namespace_pids(self.keep[1]) == {1, self.worker_ns_pid}:
+            return 0  # the common case, seen cheaply from inside: only pid 1 and the worker live there
         root = self.keep[0] if self.isolated else worker
         return procs.kill_strays(root, keep=self.keep)
 
@@ -189,6 +192,7 @@ class _LocalProcess:
         if len(tree) < 2:
             return None
         init, worker = tree[0], tree[1]  # parents before children: pid 1, then its first child
+        self.worker_ns_pid = procs.namespace_pid(worker)
         return (self.proc.pid, init, worker)
 
     def check(self) -> str | None:

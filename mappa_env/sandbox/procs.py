@@ -17,10 +17,10 @@ from collections.abc import Iterable
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _parent(pid: int) -> int | None:
+def _parent(pid: int | str, proc: str = "/proc") -> int | None:
     """The parent of a live process; None for a zombie (dead, waiting to be reaped) or a vanished one."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
@@ -45,6 +45,20 @@ def descendants(root: int) -> list[int]:
         found.extend(kids)
         frontier = kids
     return found
+
+
+def namespace_pids(init: int) -> set[int] | None:
+    """Pids of the live processes in the pid namespace whose pid 1 is host pid ``init``, as numbered there.
+
+    Read from the ``/proc`` mounted inside the sandbox (through ``/proc/<init>/root``): a small
+    directory, so much cheaper than walking the host's whole process table. None if it cannot be read.
+    """
+    proc = f"/proc/{init}/root/proc"
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return None
+    return {int(e) for e in entries if e.isdigit() and _parent(e, proc) is not None}
 
 
 def namespace_pid(pid: int) -> int | None:

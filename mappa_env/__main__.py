@@ -1,4 +1,4 @@
-"""Command line: ``python -m mappa_env evaluate|coach|list``."""
+"""Command line: ``python -m mappa_env evaluate|coach|list|sandbox``."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--coach-kwargs", type=json_object, default={}, metavar="JSON",
                     help="coach options as a JSON object, e.g. '{\"base_url\": \"http://127.0.0.1:8000/v1\"}' "
                     "(see docs/coach.md)")
-    ev.add_argument("--sandbox", default="local", help="sandbox backend: local (bubblewrap) or unisolated (default: local)")
+    ev.add_argument("--sandbox", default="local",
+                    help="sandbox backend: local (bubblewrap), docker (a container per agent; see `sandbox "
+                    "build-image`) or unisolated (default: local)")
     ev.add_argument("--exec-timeout", type=float, default=60.0, help="seconds per code execution (default: 60)")
     ev.add_argument("--output", type=Path, default=None,
                     help="JSON results path (default: results/eval-<policy>-<split>.json)")
@@ -77,12 +79,49 @@ def main(argv: list[str] | None = None) -> int:
     ls.add_argument("what", choices=["envs", "tasks"])
     ls.add_argument("--split", default="all", choices=["train", "heldout", "all"])
 
+    sb = sub.add_parser("sandbox", help="set up sandbox backends (build the docker image)",
+                        description="Set up what a sandbox backend needs on this machine.")
+    sb_sub = sb.add_subparsers(dest="action", required=True)
+    bi = sb_sub.add_parser(
+        "build-image",
+        help="build the image of the docker sandbox backend",
+        description="Build the image that sandbox=\"docker\" runs agent code in, from the Dockerfile shipped in "
+        "mappa_env/sandbox/image: Python with numpy, pandas and scikit-learn and an unprivileged user; no "
+        "project code, no datasets. Needs a running Docker engine on this machine (DOCKER_HOST is honoured) "
+        "that can download the base image and the pip packages. Progress is printed from the build log.",
+    )
+    from mappa_env.sandbox.docker_backend import DEFAULT_IMAGE  # light: the Docker SDK is imported on use
+
+    bi.add_argument("--tag", default=DEFAULT_IMAGE,
+                    help=f"image tag (default: {DEFAULT_IMAGE}, the docker backend's default image); another tag "
+                    "is used with sandbox_kwargs={\"image\": TAG}")
+    bi.add_argument("--pull", action="store_true", help="pull a newer version of the base image first")
+    bi.add_argument("--no-cache", action="store_true", help="build every layer again")
+
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "coach":
         return _coach(args)
+    if args.command == "sandbox":
+        return _build_image(args)
     return _list(args)
+
+
+def _build_image(args: argparse.Namespace) -> int:
+    from mappa_env.sandbox.base import SandboxError
+    from mappa_env.sandbox.docker_backend import DEFAULT_IMAGE, build_image
+
+    tag = args.tag
+    print(f"building the docker sandbox image {tag} ...", flush=True)
+    try:
+        build_image(tag, nocache=args.no_cache, pull=args.pull, log=lambda line: print(line, flush=True))
+    except SandboxError as exc:  # no SDK, no engine (with the fix), or a failed build
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"built {tag}; use it with sandbox=\"docker\"" + ("" if tag == DEFAULT_IMAGE else
+                                                           f" and sandbox_kwargs={{\"image\": \"{tag}\"}}"))
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -108,7 +108,7 @@ class PipelineEnv(AECEnv):
         _check(sandbox in BACKENDS or callable(sandbox),
                f"sandbox must be a backend name {BACKENDS} or a factory (workspace, **kwargs) -> Sandbox, got {sandbox!r}")
         if isinstance(sandbox, str):
-            _check_sandbox_kwargs(sandbox_kwargs or {})
+            _check_sandbox_kwargs(sandbox_kwargs or {}, sandbox)
         if sandbox == "local":
             require_bwrap()  # fail now, with the fix, rather than at the first reset
 
@@ -132,6 +132,7 @@ class PipelineEnv(AECEnv):
         self.action_spaces = {a: text_space for a in self.possible_agents}
 
         self._rng = np.random.default_rng()
+        self._hidden = self._hidden_paths()
         self._workspace: Path | None = None
         self._sandboxes: dict[str, Sandbox] = {}
         self.task: Any = None
@@ -148,6 +149,10 @@ class PipelineEnv(AECEnv):
     def _task_prompt(self, task: Any) -> str:
         """The task text every agent sees in its first user message."""
         return task.description
+
+    def _hidden_paths(self) -> tuple[str, ...]:
+        """Host paths the ``local`` sandbox must cover although they lie in what it binds (task sources)."""
+        return ()
 
     def _grade(self, task: Any, workspace: Path) -> dict[str, Any]:
         """Grade the finished workspace on the host: ``valid``, ``reason``, ``metrics``, ``task_id``, ``task_type``."""
@@ -259,8 +264,11 @@ class PipelineEnv(AECEnv):
     def _sandbox(self, agent: str) -> Sandbox:
         """The agent's sandbox for this episode, created on first use."""
         if agent not in self._sandboxes:
+            kwargs = dict(self.sandbox_kwargs)
+            if self.sandbox_spec in ("local", "unisolated"):
+                kwargs["hidden_paths"] = (*kwargs.get("hidden_paths", ()), *self._hidden)
             self._sandboxes[agent] = make_sandbox(
-                self.sandbox_spec, self._workspace, timeout_s=self.exec_timeout_s, **self.sandbox_kwargs
+                self.sandbox_spec, self._workspace, timeout_s=self.exec_timeout_s, **kwargs
             )
         return self._sandboxes[agent]
 
@@ -563,8 +571,9 @@ def check_engine_kwargs(env_id: str, kwargs: Mapping[str, Any], own: Sequence[st
     reject_unknown_kwargs(env_id, kwargs, [*own, *engine])
 
 
-def _check_sandbox_kwargs(kwargs: Mapping[str, Any]) -> None:
-    """Reject sandbox options the builtin backends do not take, at construction rather than at reset."""
+def _check_sandbox_kwargs(kwargs: Mapping[str, Any], backend: str = "local") -> None:
+    """Reject sandbox options the named backend does not take, and a ``docker`` backend that cannot run
+    here, at construction rather than at reset."""
     import inspect
 
     from mappa_env.registration import reject_unknown_kwargs
@@ -572,8 +581,15 @@ def _check_sandbox_kwargs(kwargs: Mapping[str, Any]) -> None:
 
     if "timeout_s" in kwargs:
         raise ValueError("sandbox_kwargs: set the per-execution limit with the environment's exec_timeout_s, not timeout_s")
-    accepted = [p for p in inspect.signature(LocalSandbox.__init__).parameters if p not in ("self", "workspace", "timeout_s")]
-    reject_unknown_kwargs("sandbox_kwargs", kwargs, accepted)
+    backend_class: Any = LocalSandbox
+    if backend == "docker":
+        from mappa_env.sandbox import docker_backend
+
+        backend_class = docker_backend.DockerSandbox
+    accepted = [p for p in inspect.signature(backend_class.__init__).parameters if p not in ("self", "workspace", "timeout_s")]
+    reject_unknown_kwargs(f"sandbox_kwargs (sandbox={backend!r})", kwargs, accepted)
+    if backend == "docker":  # no SDK, engine or image: fail now, with the fix (as require_bwrap does for local)
+        docker_backend.require_docker(kwargs.get("image", docker_backend.DEFAULT_IMAGE), kwargs.get("client"))
 
 
 def _check(condition: bool, message: str) -> None:

@@ -152,21 +152,24 @@ class Target:
                     assert _eventually_empty(lambda: uid_processes(uid)), f"processes of uid {uid} remain"
 
 
-def _tagged(tag: str) -> list[int]:
-    def live() -> list[int]:
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-                    state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                except OSError:
-                    continue
-                if tag.encode() in cmdline and state != "Z":
-                    found.append(int(entry))
-        return found
+def tagged_processes(tag: str) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line carries a sandbox's tag."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if tag.encode() in cmdline and state != "Z":
+                found.append(int(entry))
+    return found
 
-    return [] if _eventually_empty(live) else live()
+
+def _tagged(tag: str) -> list[int]:
+    """What is left of a closed sandbox's processes, after giving them a moment to die."""
+    return [] if _eventually_empty(lambda: tagged_processes(tag)) else tagged_processes(tag)
 
 
 def _eventually_empty(probe, timeout_s: float = 3.0) -> bool:

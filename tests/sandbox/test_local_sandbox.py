@@ -18,7 +18,10 @@ import mappa_env
 from mappa_env.sandbox import (ExecResult, LocalSandbox, Sandbox, SandboxError, SandboxUnavailableError,
                                bwrap_available, make_sandbox)
 from mappa_env.sandbox import bwrap as bwrap_module
+from mappa_env.sandbox import procs
 from mappa_env.sandbox.local import UID_BASE, UID_SPAN
+
+from redteam_targets import tagged_processes
 
 
 @pytest.fixture(scope="module")
@@ -40,32 +43,6 @@ def warm(isolated, tmp_path_factory):
     """One sandbox with the real preload (numpy, pandas, sklearn), shared by read-only tests."""
     with LocalSandbox(tmp_path_factory.mktemp("warm")) as sandbox:
         yield sandbox
-
-
-def _sandbox_processes(tag: str) -> list[int]:
-    """Pids of live (non-zombie) processes whose command line carries the sandbox's tag."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if tag.encode() in cmdline and state != "Z":
-            pids.append(int(entry))
-    return pids
-
-
-def _children() -> set[int]:
-    kids: set[int] = set()
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        try:
-            kids.update(int(p) for p in (task / "children").read_text().split())
-        except OSError:
-            pass
-    return kids
 
 
 # -- basics -------------------------------------------------------------------------------------
@@ -307,17 +284,17 @@ def test_sandboxes_run_concurrently_from_threads(isolated, tmp_path):
 
 
 def test_close_leaves_no_process(isolated, tmp_path):
-    before = _children()
+    before = set(procs.descendants(os.getpid()))
     sandbox = LocalSandbox(tmp_path, preload=())
     sandbox.run("import subprocess; subprocess.Popen(['sleep', '300'])")
-    assert _sandbox_processes(sandbox.tag)
+    assert tagged_processes(sandbox.tag)
     sandbox.close()
     sandbox.close()  # idempotent
     deadline = time.monotonic() + 3
-    while _sandbox_processes(sandbox.tag) and time.monotonic() < deadline:
+    while tagged_processes(sandbox.tag) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _sandbox_processes(sandbox.tag) == []
-    assert _children() <= before
+    assert tagged_processes(sandbox.tag) == []
+    assert set(procs.descendants(os.getpid())) <= before
     with pytest.raises(SandboxError, match="closed"):
         sandbox.run("pass")
     assert isinstance(SandboxError("x"), RuntimeError)

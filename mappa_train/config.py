@@ -76,7 +76,8 @@ class EnvConfig:
     coach: str = option("auto", "coach: receipts, auto, openai:<model>, hf:<path-or-id>")
     coach_kwargs: dict = option({}, "coach options (JSON on the command line), e.g. {\"base_url\": \"...\"}")
     reward_mode: str = option("process", "process (coach score per action) or outcome (every action gets the episode outcome)")
-    sandbox: str = option("local", "local (bubblewrap) or unisolated")
+    sandbox: str = option("local", "local (bubblewrap), docker (a container per agent; python -m mappa_env sandbox "
+                          "build-image) or unisolated; limits go in kwargs: {\"sandbox_kwargs\": {...}}")
     exec_timeout_s: float = option(60.0, "seconds per code execution")
     kwargs: dict = option({}, "any other environment argument (JSON on the command line)")
 

@@ -198,6 +198,15 @@ def test_host_paths_are_invisible(sb, tmp_path_factory):
     assert set(eval(home_entries)) <= allowed
 
 
+def test_only_the_protocol_descriptors_are_open(sb):
+    """No descriptor of the host leaks in: what is open is /dev/null, the protocol's pipes and the
+    listing's own directory descriptor."""
+    result = sb.run("import os\nfor fd in sorted(os.listdir('/proc/self/fd'), key=int):\n    try:\n"
+                    "        print(fd, os.readlink(f'/proc/self/fd/{fd}'))\n    except OSError:\n        pass")
+    targets = [line.split(maxsplit=1)[1] for line in result.stdout.splitlines()]
+    assert targets and all(t == "/dev/null" or t.startswith("pipe:[") for t in targets), result.stdout
+
+
 def test_system_directories_are_read_only(sb):
     result = sb.run("open('/usr/pwned', 'w')")
     assert result.status == "error" and result.error.startswith(("OSError", "PermissionError"))

@@ -147,8 +147,9 @@ class _LocalProcess:
 
     def kill(self) -> None:
         if self.proc.returncode is None:
-            if self.isolated:
-                procs.signal_all(self._tree())  # the sandbox's pid 1 dies with them, and so does the rest
+            # Under bwrap the sandbox's pid 1 dies with them, and the kernel kills the rest of its pid
+            # namespace; unisolated, this reaches the children that left the worker's session.
+            procs.signal_all(self._tree())
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: unisolated children too
             except (ProcessLookupError, PermissionError):

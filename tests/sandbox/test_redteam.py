@@ -21,7 +21,7 @@ from mappa_env.tasks import ensure_materialized, load_tasks
 from mappa_env.tasks.builtin import source_data_dirs
 from mappa_env.tasks.cache import cache_root
 
-from redteam_targets import MARK, PROJECT, SITE_PACKAGES, Target, cpu_seconds, fenced, marks_outside
+from redteam_targets import MARK, PROJECT, SITE_PACKAGES, Target, cpu_seconds, marks_outside
 
 TARGETS = [(kind, backend) for backend in ("local", "docker") for kind in ("sandbox", "dsbench-v0")]
 

@@ -56,8 +56,8 @@ from typing import Any
 from mappa_env.sandbox.base import SandboxError, SandboxUnavailableError
 from mappa_env.sandbox.bwrap import WORKSPACE, sandbox_env
 from mappa_env.sandbox.channel import WorkerChannel, enlarge_pipe
-from mappa_env.sandbox.persistent import WorkerSandbox
-from mappa_env.sandbox.quota import Usage, WorkspaceQuota
+from mappa_env.sandbox.persistent import FSIZE_BYTES, WorkerSandbox, worker_config
+from mappa_env.sandbox.quota import WorkspaceQuota
 
 #: Bump when the Dockerfile changes, so that an old image is never taken for the new one.
 IMAGE_VERSION = 1
@@ -67,7 +67,6 @@ CONTROL = "/mappa"  # where the control directory appears in the container
 IMAGE_PYTHON = "python3"  # found on the container's PATH (/usr/local/bin in the official images)
 LABEL = "org.mappa.sandbox"
 RESP_FD = 3  # the worker's answers; requests, output and errors are fds 0, 1 and 2
-_FSIZE_BYTES = 1 << 30  # per-file cap, as in the local backend
 _POOL_SIZE = 256  # each live sandbox holds one connection waiting for its container's exit
 
 OR_LOCAL = "or use the bubblewrap backend with sandbox=\"local\""
@@ -202,20 +201,6 @@ def container_env() -> dict[str, str]:
     return {**sandbox_env(f"/usr/local/bin/{IMAGE_PYTHON}"), "PATH": "/usr/local/bin:/usr/bin:/bin"}
 
 
-def worker_config(*, memory_mb: int, cpu_limit_s: float, max_output_bytes: int, tag: str,
-                  preload: tuple[str, ...] | None) -> dict[str, Any]:
-    """The worker's JSON config (see :mod:`mappa_env.sandbox.worker`).
-
-    No ``nproc``: the kernel counts ``RLIMIT_NPROC`` per uid across every container and host process of
-    that uid; the container's pids limit does this job for the container alone.
-    """
-    config = {"memory_bytes": memory_mb << 20, "cpu_s": int(cpu_limit_s), "fsize_bytes": _FSIZE_BYTES,
-              "max_error_chars": max_output_bytes, "tag": tag, "resp_fd": RESP_FD}
-    if preload is not None:
-        config["preload"] = list(preload)
-    return config
-
-
 def container_spec(workspace: str | os.PathLike[str], control_dir: str | os.PathLike[str], *,
                    command: list[str], image: str = DEFAULT_IMAGE, memory_mb: int = 4096, cpus: float = 1.0,
                    max_processes: int = 256, tmp_mb: int = 512, uid: int, gid: int,
@@ -253,7 +238,7 @@ def container_spec(workspace: str | os.PathLike[str], control_dir: str | os.Path
         "privileged": False,
         "init": True,  # reaps orphans; exit code 128 + N when the worker dies from signal N
         "ulimits": [{"Name": "core", "Soft": 0, "Hard": 0},
-                    {"Name": "fsize", "Soft": _FSIZE_BYTES, "Hard": _FSIZE_BYTES}],
+                    {"Name": "fsize", "Soft": FSIZE_BYTES, "Hard": FSIZE_BYTES}],
         "ipc_mode": "private",
         "hostname": "sandbox",
         "labels": {LABEL: "1", f"{LABEL}.workspace": os.fspath(workspace), f"{LABEL}.host-pid": str(os.getpid())},
@@ -468,17 +453,19 @@ class DockerSandbox(WorkerSandbox):
                  preload: tuple[str, ...] | None = None, image: str = DEFAULT_IMAGE, cpus: float = 1.0,
                  client: Any = None) -> None:
         super().__init__(workspace, persistent=persistent, timeout_s=timeout_s,
-                         max_output_bytes=max_output_bytes, startup_timeout_s=startup_timeout_s)
-        if min(memory_mb, tmp_mb, max_processes, disk_mb, max_files) <= 0 or not cpus > 0:
-            raise ValueError("memory_mb, tmp_mb, max_processes, disk_mb, max_files and cpus must be positive")
+                         max_output_bytes=max_output_bytes, startup_timeout_s=startup_timeout_s,
+                         memory_mb=memory_mb, tmp_mb=tmp_mb, max_processes=max_processes, disk_mb=disk_mb,
+                         max_files=max_files)
+        if not cpus > 0:
+            raise ValueError("cpus must be positive")
         self.client = require_docker(image, client)  # before anything is changed on disk
-        self.image, self.cpus, self.memory_mb = image, cpus, memory_mb
-        self.tmp_mb, self.max_processes = tmp_mb, max_processes
-        self.quota = Usage(disk_mb << 20, max_files)
+        self.image, self.cpus = image, cpus
         self.uid, self.gid = _sandbox_ids(self.workspace)
-        self.tag = f"mappa-sandbox-{uuid.uuid4().hex[:12]}"
+        # No "nproc": the kernel counts RLIMIT_NPROC per uid across every container and host process of
+        # that uid; the container's pids limit does this job for the container alone.
         self._config = worker_config(memory_mb=memory_mb, cpu_limit_s=cpu_limit_s,
-                                     max_output_bytes=max_output_bytes, tag=self.tag, preload=preload)
+                                     max_output_bytes=max_output_bytes, tag=self.tag, preload=preload,
+                                     resp_fd=RESP_FD)
         self.container: Any = None
         self._open()
 

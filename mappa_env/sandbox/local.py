@@ -43,18 +43,14 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 import warnings
 from pathlib import Path
 
 from mappa_env.sandbox import bwrap, procs
 from mappa_env.sandbox.base import SandboxError
 from mappa_env.sandbox.channel import WorkerChannel, write_all
-from mappa_env.sandbox.persistent import WorkerSandbox
-from mappa_env.sandbox.quota import Usage, WorkspaceQuota
-
-_FSIZE_BYTES = 1 << 30  # per-file cap; generous because model files land in the workspace too
-
+from mappa_env.sandbox.persistent import WorkerSandbox, worker_config
+from mappa_env.sandbox.quota import WorkspaceQuota
 
 # The project tree (maybe an editable install) is not visible in the sandbox, so the worker's source
 # travels through a pipe; this stub reads and runs it. (On the command line it would bloat `ps`.)
@@ -250,20 +246,15 @@ class LocalSandbox(WorkerSandbox):
                  max_processes: int = 256, disk_mb: int = 4096, max_files: int = 20_000,
                  startup_timeout_s: float = 120.0, preload: tuple[str, ...] | None = None) -> None:
         super().__init__(workspace, persistent=persistent, timeout_s=timeout_s,
-                         max_output_bytes=max_output_bytes, startup_timeout_s=startup_timeout_s)
-        if min(memory_mb, tmp_mb, max_processes, disk_mb, max_files) <= 0:
-            raise ValueError("memory_mb, tmp_mb, max_processes, disk_mb and max_files must be positive")
-        self.isolate = isolate
-        self.memory_mb, self.python = memory_mb, python
+                         max_output_bytes=max_output_bytes, startup_timeout_s=startup_timeout_s,
+                         memory_mb=memory_mb, tmp_mb=tmp_mb, max_processes=max_processes, disk_mb=disk_mb,
+                         max_files=max_files)
+        self.isolate, self.python = isolate, python
         self.extra_ro_binds = tuple(os.path.realpath(p) for p in extra_ro_binds)
         self.hidden_paths = tuple(os.path.realpath(p) for p in hidden_paths)
-        self.quota = Usage(disk_mb << 20, max_files)
-        self.tag = f"mappa-sandbox-{uuid.uuid4().hex[:12]}"  # in the worker's argv: findable in `ps`
-        self._config = {"memory_bytes": memory_mb << 20, "cpu_s": int(cpu_limit_s), "nproc": max_processes,
-                        "fsize_bytes": _FSIZE_BYTES, "max_error_chars": max_output_bytes, "tag": self.tag}
-        if preload is not None:
-            self._config["preload"] = list(preload)
-        self._tmp_bytes = tmp_mb << 20
+        self._config = worker_config(memory_mb=memory_mb, cpu_limit_s=cpu_limit_s,
+                                     max_output_bytes=max_output_bytes, tag=self.tag, preload=preload,
+                                     nproc=max_processes)
         self._bwrap = bwrap.require_bwrap() if isolate else None
         if isolate:
             bwrap.python_dirs(python)  # a bad interpreter fails here (ValueError), not at the first run
@@ -286,7 +277,7 @@ class LocalSandbox(WorkerSandbox):
         argv = [self.python, "-c", _BOOTSTRAP, str(src_r), config]
         if self._bwrap is not None:
             argv = bwrap.command(self._bwrap, workspace=self.workspace, python=self.python,
-                                 tmp_bytes=self._tmp_bytes, extra_ro_binds=self.extra_ro_binds,
+                                 tmp_bytes=self.tmp_mb << 20, extra_ro_binds=self.extra_ro_binds,
                                  hidden=self.hidden_paths, argv=argv)
             env = {}  # bwrap --clearenv sets the sandbox's whole environment itself
         else:

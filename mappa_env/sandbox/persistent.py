@@ -8,11 +8,16 @@ import atexit
 import dataclasses
 import os
 import threading
+import uuid
 import weakref
 from pathlib import Path
+from typing import Any
 
 from mappa_env.sandbox.base import ExecResult, SandboxError
 from mappa_env.sandbox.channel import WorkerChannel
+from mappa_env.sandbox.quota import Usage
+
+FSIZE_BYTES = 1 << 30  # per-file cap; generous because model files land in the workspace too
 
 _LIVE: weakref.WeakSet[WorkerSandbox] = weakref.WeakSet()
 
@@ -21,6 +26,16 @@ _LIVE: weakref.WeakSet[WorkerSandbox] = weakref.WeakSet()
 def _close_all() -> None:
     for sandbox in list(_LIVE):
         sandbox.close()
+
+
+def worker_config(*, memory_mb: int, cpu_limit_s: float, max_output_bytes: int, tag: str,
+                  preload: tuple[str, ...] | None, **extra: Any) -> dict[str, Any]:
+    """The worker's JSON config (see :mod:`mappa_env.sandbox.worker`); ``extra`` adds backend entries."""
+    config = {"memory_bytes": memory_mb << 20, "cpu_s": int(cpu_limit_s), "fsize_bytes": FSIZE_BYTES,
+              "max_error_chars": max_output_bytes, "tag": tag, **extra}
+    if preload is not None:
+        config["preload"] = list(preload)
+    return config
 
 
 class WorkerSandbox:
@@ -34,15 +49,21 @@ class WorkerSandbox:
     workspace: Path
 
     def __init__(self, workspace: str | os.PathLike[str], *, persistent: bool, timeout_s: float,
-                 max_output_bytes: int, startup_timeout_s: float) -> None:
+                 max_output_bytes: int, startup_timeout_s: float, memory_mb: int, tmp_mb: int,
+                 max_processes: int, disk_mb: int, max_files: int) -> None:
         self.workspace = Path(workspace).resolve()
         if not self.workspace.is_dir():
             raise ValueError(f"workspace {str(workspace)!r} is not an existing directory; create it first")
         if timeout_s <= 0 or max_output_bytes < 2:
             raise ValueError("timeout_s and max_output_bytes must be positive")
+        if min(memory_mb, tmp_mb, max_processes, disk_mb, max_files) <= 0:
+            raise ValueError("memory_mb, tmp_mb, max_processes, disk_mb and max_files must be positive")
         self.persistent = persistent
         self.timeout_s, self.max_output_bytes = float(timeout_s), max_output_bytes
         self.startup_timeout_s = startup_timeout_s
+        self.memory_mb, self.tmp_mb, self.max_processes = memory_mb, tmp_mb, max_processes
+        self.quota = Usage(disk_mb << 20, max_files)
+        self.tag = f"mappa-sandbox-{uuid.uuid4().hex[:12]}"  # in the worker's argv: findable in `ps`
         self._lock = threading.Lock()
         self._closed = False
         self._worker: WorkerChannel | None = None

@@ -173,7 +173,8 @@ def _container_stand_in(workspace: Path, *, delay_s: float = 0.0) -> tuple[Worke
     does with a container.
     """
     control = db.ControlDir(os.getuid(), os.getgid())
-    config = db.worker_config(memory_mb=2048, cpu_limit_s=600, max_output_bytes=4096, tag="fifo-test", preload=())
+    config = db.worker_config(memory_mb=2048, cpu_limit_s=600, max_output_bytes=4096, tag="fifo-test", preload=(),
+                              resp_fd=db.RESP_FD)
     argv = [sys.executable, "-c", db.BOOTSTRAP, str(control.path), json.dumps(config)]
     if delay_s:  # the FIFOs get their writers late, as while a container starts
         argv = ["sh", "-c", f'sleep {delay_s}; exec "$@"', "sh", *argv]

@@ -103,6 +103,18 @@ def test_correct_regression_submission(price_task, tmp_path):
         {"rmse": 0.0, "mae": 0.0, "rmse_pct_range": 0.0, "primary": 0.0, "baseline": math.sqrt(3), "rpg": 1.0})
 
 
+def test_mae_is_lower_is_better_in_the_relative_performance_gap(tmp_path):
+    # truth [1..5], train mean 2 -> baseline MAE (1 + 0 + 1 + 2 + 3) / 5 = 1.4; predictions off by 1 on one row:
+    # MAE 0.2, RPG (0.2 - 1.4) / (0 - 1.4) = 6/7
+    task = _write_task(tmp_path / "mae", task_type="regression", target="price", id_column="id", metric="mae",
+                       ids=["r1", "r2", "r3", "r4", "r5"], answers=[1.0, 2.0, 3.0, 4.0, 5.0],
+                       train_target=[1.0, 2.0, 3.0], target_range=4.0)
+    near = pd.DataFrame({"id": ["r1", "r2", "r3", "r4", "r5"], "price": [1.0, 2.0, 3.0, 4.0, 6.0]})
+    metrics = grade_submission(task, _submit(tmp_path, near))["metrics"]
+    assert metrics["primary"] == pytest.approx(0.2) and metrics["baseline"] == pytest.approx(1.4)
+    assert metrics["rpg"] == pytest.approx(6 / 7)
+
+
 def test_shuffled_submission_grades_by_id(species_task, price_task, tmp_path):
     for task, right in ((species_task, SPECIES_RIGHT), (price_task, PRICE_RIGHT)):
         wrong = right.copy()

@@ -171,6 +171,14 @@ def test_metric_value_thresholds_probabilities_for_label_metrics():
     assert metric_value("roc_auc", truth, probs, positive_label="yes") == pytest.approx(11 / 12)
 
 
+def test_a_probability_of_exactly_one_half_is_not_a_positive_prediction():
+    # > 0.5 -> [no, no, yes, no]: all right; counting 0.5 as positive would make two of them wrong
+    truth, probs = ["no", "no", "yes", "no"], [0.5, 0.5, 0.9, 0.1]
+    assert score_predictions("classification", truth, probs, positive_label="yes")["accuracy"] == 1.0
+    assert metric_value("accuracy", truth, probs, positive_label="yes") == 1.0
+    assert metric_value("f1", truth, probs, positive_label="yes") == 1.0
+
+
 def test_score_predictions_probabilities_on_a_01_task():
     # 0.9 is not a label of a 0/1 task, so these are scores; > 0.5 -> [1, 0, 1, 0, 0] vs [1, 0, 1, 0, 1]
     scores = score_predictions("classification", [1, 0, 1, 0, 1], [0.9, 0.1, 1, 0, 0.3], positive_label="1")

@@ -79,6 +79,26 @@ def test_final_agent_capped_by_regression_quality(pct, cap):
     assert verdict.score == cap
 
 
+@pytest.mark.parametrize(
+    "metrics, cap",
+    [({"accuracy": 0.85}, 9), ({"accuracy": 0.75}, 8), ({"accuracy": 0.65}, 6), ({"accuracy": 0.55}, 4),
+     ({"roc_auc": 0.85, "accuracy": 0.5}, 9),  # ROC-AUC, where there is one, is the quality
+     ({"accuracy": 0.7, "f1": 0.29}, 3), ({"accuracy": 0.7, "f1": 0.3}, 6)],
+)
+def test_a_classification_result_exactly_on_a_threshold_gets_the_higher_cap(metrics, cap):
+    """MAPPA's caps: >= 0.85 -> 9, 0.75-0.85 -> 8, 0.65-0.75 -> 6, 0.55-0.65 -> 4 (lower bounds included)."""
+    outcome = {"valid": True, "reason": "", "metrics": metrics}
+    after = {**INPUTS, **DE_OUT, "model.pkl": 1, "submission.csv": 1}
+    assert coach.score(request(after=after, ends_stage=True, outcome=outcome)).score == cap
+
+
+@pytest.mark.parametrize("pct, cap", [(10, 8), (25, 6), (50, 4), (9.99, 9)])
+def test_a_regression_result_exactly_on_a_threshold_gets_the_lower_cap(pct, cap):
+    """MAPPA's caps: RMSE < 10 % of the range -> 9, 10-25 % -> 8, 25-50 % -> 6, above -> 4."""
+    outcome = {"valid": True, "reason": "", "metrics": {"rmse_pct_range": pct}}
+    assert coach.score(request(ends_stage=True, outcome=outcome, task_type="regression")).score == cap
+
+
 def test_invalid_submission_by_the_analyst_itself():
     outcome = {"valid": False, "reason": "wrong columns", "metrics": {}}
     after = {**INPUTS, **DE_OUT, "model.pkl": 1, "submission.csv": 1}

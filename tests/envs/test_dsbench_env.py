@@ -146,6 +146,31 @@ def test_crash_timeout_and_garbage_are_observations_not_exceptions():
     assert all(s["verdict"]["score"] is not None for a in final.values() for s in a["steps"])
 
 
+def documented_outcome_reward(outcome) -> float:
+    """The outcome reward as the module docstring states it (0-10), computed here, not by the env's code."""
+    metrics = outcome["metrics"]
+    if outcome["task_type"] == "regression":
+        return max(0.0, 10.0 * (1.0 - metrics["rmse_pct_range"] / 100.0))
+    return 10.0 * metrics["primary"]
+
+
+@pytest.mark.parametrize("task_id", [CLASSIFICATION, REGRESSION])
+def test_the_outcome_reward_follows_the_documented_scale(task_id):
+    """Better is more: 10 x the primary metric for classification, 10 x (1 - RMSE / range) for regression."""
+    env = mappa_env.make("dsbench-v0", split="heldout", reward_mode="outcome")
+    try:
+        result = run_episode(env, make_policy("scripted"), seed=0, task_id=task_id)
+    finally:
+        env.close()
+    outcome = result["outcome"]
+    assert outcome["valid"], outcome["reason"]
+    key = "rmse_pct_range" if outcome["task_type"] == "regression" else "primary"
+    assert 0.0 < outcome["metrics"][key] < 100.0  # a real, imperfect result: the scale's direction shows
+    for agent in env.unwrapped.possible_agents:
+        rewards = result["agents"][agent]["step_rewards"]
+        assert rewards and rewards == pytest.approx([0.1 * documented_outcome_reward(outcome)] * len(rewards))
+
+
 @pytest.mark.parametrize("mode", ["process", "outcome", "mixed"])
 def test_reward_modes_deliver_one_reward_per_action(mode):
     env = mappa_env.make("dsbench-v0", split="heldout", reward_mode=mode, outcome_weight=0.25)
@@ -168,7 +193,7 @@ def test_reward_modes_deliver_one_reward_per_action(mode):
         env.close()
     outcome = final["analyst"]["outcome"]
     assert outcome["valid"]
-    outcome_reward = env.unwrapped._outcome_score(outcome) * 0.1
+    outcome_reward = documented_outcome_reward(outcome) * 0.1
     for agent, info in final.items():
         scores = [s["verdict"]["score"] for s in info["steps"]]
         process = [s * 0.1 for s in scores]

@@ -94,3 +94,120 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
     assert values[0] == pytest.approx(1 / 11) and values[9] == pytest.approx(10 / 11)  # 10 warm-up steps
     assert values[10] == pytest.approx(1.0) and values[55] == pytest.approx(0.55) and values[100] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(values[10:], values[11:]))
+
+
+# ---------------------------------------------------------------------- the glue between samples and the loss
+def run_update(team, batch, *, agent="data_engineer", mask_truncated=False, **algorithm):
+    """One update of ``agent``'s group on ``batch``: its stats and the gradient it summed over its micro-batches.
+
+    The group's parameters are put back afterwards. The gradient, not the parameters after the step, is
+    what to compare: Adam's first step is about ``lr * sign(gradient)``, which hides most differences.
+    """
+    parameters = team.trainable_parameters(agent)
+    initial = [p.detach().clone() for p in parameters]
+    gradients = [torch.zeros_like(p) for p in parameters]
+
+    def summing_into(total):
+        def hook(gradient):
+            total.add_(gradient)  # and return None: the gradient itself goes on unchanged
+        return hook
+
+    hooks = [p.register_hook(summing_into(total)) for p, total in zip(parameters, gradients)]
+    try:
+        optimisation = Optimisation(team, OptimConfig(lr=1e-2, warmup_ratio=0.0), total_updates=1)
+        stats = update(team, optimisation, batch, AlgorithmConfig(**algorithm), mask_truncated=mask_truncated, seed=0)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        with torch.no_grad():
+            for parameter, value in zip(parameters, initial):
+                parameter.copy_(value)
+    return stats[agent], gradients
+
+
+def same_gradient(first, second, rel=1e-4):
+    """Equal to float tolerance: the difference is tiny next to the gradient (summation order differs)."""
+    difference = sum(float((a - b).pow(2).sum()) for a, b in zip(first, second)) ** 0.5
+    return difference <= rel * sum(float(a.pow(2).sum()) for a in first) ** 0.5
+
+
+def uneven_batch(team, tasks_and_rewards, lengths, *, agent="data_engineer", temperature=1.0, top_p=1.0):
+    """Samples of ``agent`` on the given ``(task_id, reward)`` pairs, completions cut to ``lengths`` tokens."""
+    prompt = team.encode_prompt([{"role": "user", "content": f"You are the {agent}. Act."}])
+    generations = team.generate([(agent, prompt)] * len(lengths), temperature=temperature, top_p=top_p, seed=7)
+    batch = []
+    for i, ((task_id, reward), generation, length) in enumerate(zip(tasks_and_rewards, generations, lengths)):
+        assert len(generation.completion_ids) >= length
+        generation.completion_ids = generation.completion_ids[:length]  # a prefix: still exactly what was sampled
+        generation.sampling_logprobs = generation.sampling_logprobs[:length]
+        batch.append(ActionSample(agent=agent, episode=i, task_id=task_id, task_type="regression", action_index=0,
+                                  generation=generation, reward=reward))
+    return batch
+
+
+LENGTHS = [2, 8, 5, 3]
+TWO_TASKS = [("task-a", 0.2), ("task-a", 0.6), ("task-b", 0.9), ("task-b", 0.1)]
+
+
+@pytest.mark.parametrize("micro_batch_size", [1, 2, 4])
+def test_the_loss_is_a_token_mean_over_real_tokens_whatever_the_micro_batch(team, micro_batch_size):
+    """GRPO, two tasks of two samples with completions of 2, 8, 5 and 3 tokens, worked out by hand.
+
+    Per task the rewards are (0.2, 0.6) and (0.9, 0.1): advantages (−1, +1)/√2 and (+1, −1)/√2 (sample
+    std). Over the 18 real tokens the mean advantage is (−2 + 8 + 5 − 3)/(18 √2) = 0.3143, and at the first
+    optimiser step (ratio 1) the loss is minus that, whatever the micro-batches the gradient is summed over.
+    """
+    batch = uneven_batch(team, TWO_TASKS, LENGTHS)
+    stats, _ = run_update(team, batch, estimator="grpo", micro_batch_size=micro_batch_size)
+    expected = 8 / (18 * 2 ** 0.5)
+    assert stats.tokens == sum(LENGTHS) and stats.response_tokens == pytest.approx(sum(LENGTHS) / len(LENGTHS))
+    assert stats.advantage == pytest.approx(expected, rel=1e-4)
+    assert stats.policy_loss == pytest.approx(-expected, rel=1e-3)
+
+
+def test_gradient_accumulation_gives_the_update_of_one_big_batch(team):
+    batch = uneven_batch(team, TWO_TASKS, LENGTHS)
+    whole, whole_after = run_update(team, batch, estimator="grpo", micro_batch_size=4)
+    for micro in (1, 3):
+        split, split_after = run_update(team, batch, estimator="grpo", micro_batch_size=micro)
+        assert split.grad_norm == pytest.approx(whole.grad_norm, rel=1e-4)
+        assert same_gradient(whole_after, split_after), f"micro-batches of {micro}"
+    assert whole.grad_norm > 0 and any(bool(g.abs().sum() > 0) for g in whole_after)
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "rloo"])
+def test_group_baselines_compare_samples_of_the_same_task_only(team, estimator):
+    """Adding a constant to one task's rewards changes nothing: each task is its own baseline."""
+    batch = uneven_batch(team, TWO_TASKS, LENGTHS)
+    shifted = uneven_batch(team, [(t, r + 3.0 if t == "task-b" else r) for t, r in TWO_TASKS], LENGTHS)
+    plain, plain_after = run_update(team, batch, estimator=estimator)
+    moved, moved_after = run_update(team, shifted, estimator=estimator)
+    assert moved.reward == pytest.approx(plain.reward + 1.5)
+    assert moved.advantage == pytest.approx(plain.advantage, abs=1e-6)
+    assert moved.policy_loss == pytest.approx(plain.policy_loss, abs=1e-6)
+    assert moved.grad_norm == pytest.approx(plain.grad_norm, rel=1e-5)
+    assert same_gradient(plain_after, moved_after)
+
+
+def test_reward_scale_multiplies_the_rewards_the_advantages_are_computed_from(team):
+    batch = uneven_batch(team, TWO_TASKS, LENGTHS)
+    plain, _ = run_update(team, batch, estimator="rloo")
+    scaled, _ = run_update(team, batch, estimator="rloo", reward_scale=3.0)
+    assert plain.reward == pytest.approx(0.45) and scaled.reward == pytest.approx(1.35)
+    # RLOO: r − mean(others): (−0.4, 0.4, 0.8, −0.8) per action, token mean (−0.8 + 3.2 + 4 − 2.4)/18
+    assert plain.advantage == pytest.approx(4.0 / 18, rel=1e-4)
+    assert scaled.advantage == pytest.approx(3 * 4.0 / 18, rel=1e-4)
+    assert scaled.policy_loss == pytest.approx(3 * plain.policy_loss, rel=1e-3)
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0.7}, {"top_p": 0.5}])
+def test_log_probs_recorded_under_tempered_sampling_are_not_taken_for_the_policys(team, sampling):
+    """A tempered or nucleus distribution is not the policy: the update recomputes the old log-probs."""
+    batch = uneven_batch(team, TWO_TASKS, LENGTHS, **sampling)
+    assert not any(s.generation.from_policy for s in batch)
+    recorded, recorded_after = run_update(team, batch, estimator="grpo", recompute_old_logprobs=False)
+    recomputed, recomputed_after = run_update(team, batch, estimator="grpo", recompute_old_logprobs=True)
+    assert recorded.entropy == pytest.approx(recomputed.entropy, abs=1e-5)
+    assert recorded.kl_to_reference == pytest.approx(recomputed.kl_to_reference, abs=1e-6)
+    assert recorded.approx_kl == pytest.approx(0.0, abs=1e-6)  # the ratio starts at 1: old = current policy
+    assert same_gradient(recorded_after, recomputed_after)

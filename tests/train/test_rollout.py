@@ -1,0 +1,88 @@
+"""The rollout's glue: every reward reaches the sample of the action that earned it, and nothing is invented.
+
+Played on ``LedgerEnv`` (ledger_env.py), whose agents act several times each and whose per-action rewards
+are distinct and known from the action's text, with some actions left unscored (``None``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch", reason="mappa_train needs torch (installed by the README's test line)")
+
+from ledger_env import AGENTS, PLANS, UNSCORED, LedgerEnv, LedgerTeam, amount, expected_reward  # noqa: E402
+
+from mappa_train.rollout import EpisodeSpec, collect  # noqa: E402
+
+# ledger/b takes one action more than ledger/a: episodes 1 and 2 finish before episode 0
+SPECS = [EpisodeSpec(task_id, seed=i) for i, task_id in enumerate(["ledger/b", "ledger/a", "ledger/a", "ledger/b", "ledger/a"])]
+
+
+@pytest.fixture(scope="module")
+def played():
+    team = LedgerTeam()
+    envs = [LedgerEnv() for _ in range(3)]  # three episodes in flight, five to play
+    episodes, times = collect(team, envs, SPECS, temperature=1.0, seed=0)
+    return team, episodes, times
+
+
+def test_episodes_come_back_in_order_each_with_its_own_task(played):
+    _, episodes, _ = played
+    assert [(e.episode, e.task_id, e.seed) for e in episodes] == [(i, s.task_id, s.seed) for i, s in enumerate(SPECS)]
+    for episode in episodes:
+        assert {s.task_id for s in episode.samples} == {episode.task_id}
+        assert {s.episode for s in episode.samples} == {episode.episode}
+        assert episode.outcome["task_id"] == episode.task_id and episode.outcome["valid"] is True
+
+
+def test_each_agent_acts_as_planned_with_its_action_index(played):
+    _, episodes, times = played
+    for episode in episodes:
+        plan = PLANS[episode.task_id]
+        assert [s.agent for s in episode.samples] == [a for a in AGENTS for _ in range(plan[a])]  # the turn order
+        for agent in AGENTS:
+            assert [s.action_index for s in episode.samples if s.agent == agent] == list(range(plan[agent]))
+    assert times.actions == sum(sum(PLANS[s.task_id].values()) for s in SPECS)
+
+
+def test_every_reward_lands_on_the_action_that_earned_it(played):
+    _, episodes, _ = played
+    for episode in episodes:
+        for sample in episode.samples:
+            key = (episode.task_id, sample.agent, sample.action_index)
+            if key in UNSCORED:
+                continue
+            assert sample.reward == pytest.approx(amount(*key)), key
+            assert sample.reward == pytest.approx(expected_reward(sample.generation.text))
+            assert sample.step["stdout"] == sample.generation.text  # and its step record too
+            assert sample.step["action_index"] == sample.action_index
+
+
+def test_an_unscored_action_stays_unscored(played):
+    _, episodes, _ = played
+    unscored = [(e.task_id, s.agent, s.action_index) for e in episodes for s in e.samples if s.reward is None]
+    per_episode = {task_id: sum(1 for t, _, _ in UNSCORED if t == task_id) for task_id in PLANS}
+    assert len(unscored) == sum(per_episode[s.task_id] for s in SPECS)
+    assert set(unscored) == UNSCORED
+    for episode in episodes:
+        for sample in episode.samples:
+            if sample.reward is None:
+                assert sample.step["verdict"]["score"] is None and "unscored" in sample.generation.text
+
+
+def test_generation_is_batched_across_the_episodes_in_flight(played):
+    team, _, times = played
+    assert times.generate_calls == len(team.calls) and sum(team.calls) == times.actions
+    assert max(team.calls) > 1  # at least one call served several episodes at once
+
+
+def test_an_environment_that_drops_a_reward_is_refused():
+    class Forgetful(LedgerEnv):
+        def step(self, action):
+            ending = action is not None and "last" in action and self.agent_selection == "closer"
+            super().step(action)
+            if ending:
+                self.infos["builder"]["step_rewards"] = self.infos["builder"]["step_rewards"][1:]
+
+    with pytest.raises(RuntimeError, match="must hold one entry per action"):
+        collect(LedgerTeam(), [Forgetful()], [EpisodeSpec("ledger/a", seed=0)], temperature=1.0)

@@ -26,6 +26,8 @@ from mappa_train.rollout import ActionSample, EpisodeResult, EpisodeSpec, Rollou
 from mappa_train.sampler import TaskSampler
 
 ERROR_STATUSES = ("error", "timeout", "killed")
+#: The coach's counters that add up over a run (logged as running totals under ``coach/``).
+COACH_COUNTERS = ("calls", "cache_hits", "retries", "unscored", "prompt_tokens", "completion_tokens", "cost_usd")
 
 
 def output_directory(config: TrainConfig) -> Path:
@@ -51,7 +53,7 @@ def train(config: TrainConfig) -> Path:
         sampler = TaskSampler(tasks, stratify=config.rollout.stratify, seed=config.run.seed)
         optimisation = Optimisation(team, config.optim, total_updates=config.run.steps * config.algorithm.updates_per_step)
 
-        start_step, evaluations = 0, {}
+        start_step, evaluations, coach_carried = 0, {}, {}
         if config.run.resume:
             state = checkpoint.load_latest(out / "checkpoints")
             if state is not None:
@@ -60,6 +62,7 @@ def train(config: TrainConfig) -> Path:
                 optimisation.load_state_dict(state["optimisation"])
                 sampler.load_state_dict(state["sampler"])
                 start_step, evaluations = state["step"], state.get("evaluations", {})
+                coach_carried = state.get("coach_counters", {})  # this process's coach counts start from 0
                 if "after" in evaluations and start_step < config.run.steps:  # a run stopped by run.max_minutes
                     evaluations[f"step {start_step}"] = evaluations.pop("after")  # goes on: its end is a midpoint now
         # a resumed run first discards whatever the killed run logged after its last checkpoint (step N's
@@ -95,7 +98,8 @@ def train(config: TrainConfig) -> Path:
             update_s = time.perf_counter() - began
 
             # ---------------------------------------------------------------- log
-            log_step(writer, step + 1, team, episodes, samples, group_stats, times, update_s, coach)
+            counters = coach_counters(coach, coach_carried)
+            log_step(writer, step + 1, team, episodes, samples, group_stats, times, update_s, counters)
             if config.run.sample_every and (step + 1) % config.run.sample_every == 0:
                 writer.add_text("sample/trajectory", trajectory_text(episodes[0]), step + 1)
 
@@ -110,7 +114,7 @@ def train(config: TrainConfig) -> Path:
                 checkpoint.save(out / "checkpoints", step + 1, {
                     "parameters": {g: group_state_dict(team, g) for g in team.groups},
                     "optimisation": optimisation.state_dict(), "sampler": sampler.state_dict(),
-                    "evaluations": evaluations, "config": config.to_dict(),
+                    "evaluations": evaluations, "coach_counters": counters, "config": config.to_dict(),
                 })
             writer.flush()
             progress.update(1)
@@ -146,6 +150,21 @@ def make_envs(config: TrainConfig, coach: Any, *, split: str, count: int) -> lis
     return envs
 
 
+def coach_counters(coach: Any, carried: Mapping[str, Any]) -> dict[str, Any]:
+    """The coach's running totals over the whole run: this process's, plus those a resumed run carried over.
+
+    Empty for a coach that keeps no statistics; ``cost_usd`` stays ``None`` (unknown) once any part is.
+    """
+    snapshot = coach.stats.snapshot() if hasattr(coach, "stats") else None
+    if not snapshot:
+        return {}
+    totals = {}
+    for name in COACH_COUNTERS:
+        now, before = snapshot.get(name), carried.get(name, 0)
+        totals[name] = None if now is None or before is None else now + before
+    return totals
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -154,8 +173,12 @@ def seed_everything(seed: int) -> None:
 
 # ---------------------------------------------------------------------- logging
 def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[EpisodeResult], samples: Sequence[ActionSample],
-             group_stats: Mapping[str, GroupStats], times: RolloutTimes, update_s: float, coach: Any) -> None:
-    """Write one step's scalars under the tag names documented in docs/training.md."""
+             group_stats: Mapping[str, GroupStats], times: RolloutTimes, update_s: float,
+             coach_totals: Mapping[str, Any]) -> None:
+    """Write one step's scalars under the tag names documented in docs/training.md.
+
+    ``coach_totals`` are the coach's running totals over the run (:func:`coach_counters`).
+    """
     for agent in team.agents:
         mine = [s for s in samples if s.agent == agent]
         if not mine:
@@ -178,10 +201,8 @@ def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[Episode
             _scalar(writer, f"agent/{agent}/{name}", getattr(stats, name), step)
     outcomes = [e.outcome for e in episodes]
     _scalar(writer, "train/success_rate", np.mean([bool(o.get("valid")) for o in outcomes]), step)
-    snapshot = coach.stats.snapshot() if hasattr(coach, "stats") else None
-    if snapshot:
-        for name in ("calls", "cache_hits", "retries", "unscored", "prompt_tokens", "completion_tokens", "cost_usd"):
-            _scalar(writer, f"coach/{name}", snapshot.get(name), step)
+    for name, value in coach_totals.items():
+        _scalar(writer, f"coach/{name}", value, step)
     _scalar(writer, "coach/unscored_actions", sum(s.reward is None for s in samples), step)
     _bias_scalars(writer, samples, episodes, step)
     tokens = sum(len(s.generation.completion_ids) for s in samples)

@@ -204,9 +204,11 @@ def test_reward_modes_deliver_one_reward_per_action(mode):
         }[mode]
         assert info["step_rewards"] == pytest.approx(expected)
         assert len(info["step_rewards"]) == len(immediate[agent])
-        if mode == "outcome":  # nothing before the end; the episode-ending step carries the remainder
-            before_end = immediate[agent][:-1] if agent == "analyst" else immediate[agent]
-            assert before_end == [0.0] * len(before_end)
+        # before the end only the process part is paid (nothing in outcome mode); the episode-ending step
+        # carries the remainder
+        before_end = immediate[agent][:-1] if agent == "analyst" else immediate[agent]
+        paid_early = {"process": process, "outcome": [0.0] * len(process), "mixed": [0.75 * p for p in process]}[mode]
+        assert before_end == pytest.approx(paid_early[: len(before_end)])
         # last()'s accumulated reward adds up to the episode's total for the agent
         assert accumulated[agent] == pytest.approx(sum(expected))
 

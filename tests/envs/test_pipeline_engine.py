@@ -42,8 +42,9 @@ def make(**kwargs):
     return mappa_env.make("dsbench-v0", split="heldout", **kwargs)
 
 
-def test_a_crashing_coach_leaves_the_action_unscored_and_the_episode_running():
-    env = make(coach=ExplodingCoach())
+@pytest.mark.parametrize("mode", ["process", "mixed"])
+def test_a_crashing_coach_leaves_the_action_unscored_and_the_episode_running(mode):
+    env = make(coach=ExplodingCoach(), reward_mode=mode)
     try:
         final = play(env, {"data_engineer": [code("x = 1"), "done"], "modeler": [code("y = 2"), "done"], "analyst": ["done"]})
     finally:
@@ -52,7 +53,8 @@ def test_a_crashing_coach_leaves_the_action_unscored_and_the_episode_running():
     assert [s["verdict"]["score"] for s in modeler["steps"]] == [None, None]
     assert "ConnectionError: endpoint unreachable" in modeler["steps"][0]["verdict"]["rationale"]
     assert modeler["step_rewards"] == [None, None]  # never replaced by an invented number
-    assert final["data_engineer"]["step_rewards"] == pytest.approx([0.6, 0.6])
+    # mixed: half the process reward, half the outcome's (0: no submission)
+    assert final["data_engineer"]["step_rewards"] == pytest.approx([0.6, 0.6] if mode == "process" else [0.3, 0.3])
 
 
 def test_hindsight_coach_scores_every_action_after_the_episode_with_the_outcome():

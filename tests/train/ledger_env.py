@@ -122,12 +122,14 @@ class LedgerTeam:
 
     def __init__(self):
         self.calls: list[int] = []  # batch size of each generate call
+        self.temperatures: list[float] = []  # and its sampling temperature
 
     def encode_prompt(self, messages):
         return [ord(c) for c in messages[-1]["content"]]
 
     def generate(self, requests, *, temperature, top_p=1.0, seed=None):
         self.calls.append(len(requests))
+        self.temperatures.append(temperature)
         out = []
         for agent, prompt_ids in requests:
             fields = dict(part.split("=") for part in "".join(map(chr, prompt_ids)).split())
@@ -140,3 +142,12 @@ class LedgerTeam:
             out.append(Generation(agent=agent, prompt_ids=list(prompt_ids), completion_ids=[1 + index] * (index + 1),
                                   sampling_logprobs=[-1.0] * (index + 1), truncated=False, text=text, from_policy=True))
         return out
+
+
+ENV_ID = "ledger-v0"
+
+
+def register() -> None:
+    import mappa_env
+
+    mappa_env.register(ENV_ID, LedgerEnv, description="test-only: pays each action what it asks for", override=True)

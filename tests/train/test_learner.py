@@ -211,3 +211,40 @@ def test_log_probs_recorded_under_tempered_sampling_are_not_taken_for_the_policy
     assert recorded.kl_to_reference == pytest.approx(recomputed.kl_to_reference, abs=1e-6)
     assert recorded.approx_kl == pytest.approx(0.0, abs=1e-6)  # the ratio starts at 1: old = current policy
     assert same_gradient(recorded_after, recomputed_after)
+
+
+def test_each_optimiser_step_moves_the_schedule_and_leaves_no_gradient_behind(team):
+    batch = uneven_batch(team, TWO_TASKS, LENGTHS)
+    parameters = team.trainable_parameters("data_engineer")
+    initial = [p.detach().clone() for p in parameters]
+    optimisation = Optimisation(team, OptimConfig(lr=1e-2, warmup_ratio=0.5, min_lr_ratio=0.1), total_updates=4)
+    rates = []
+    try:
+        for step in range(3):
+            stats = update(team, optimisation, batch, AlgorithmConfig(estimator="grpo"), mask_truncated=False, seed=step)
+            rates.append(stats["data_engineer"].learning_rate)
+            assert all(p.grad is None for p in parameters)  # the next step's gradient starts from nothing
+    finally:
+        with torch.no_grad():
+            for parameter, value in zip(parameters, initial):
+                parameter.copy_(value)
+    assert rates == pytest.approx([1e-2 * cosine_with_warmup(k, 4, 0.5, 0.1) for k in (1, 2, 3)])
+
+
+def test_several_updates_per_step_use_every_action_once(team):
+    batch = uneven_batch(team, TWO_TASKS, LENGTHS)
+    seen = []
+    original = team.completion_logprobs
+
+    def spying(model, prompts, completions):
+        if torch.is_grad_enabled():
+            seen.extend(tuple(c) for c in completions)
+        return original(model, prompts, completions)
+
+    team.completion_logprobs = spying
+    try:
+        stats, _ = run_update(team, batch, estimator="grpo", updates_per_step=2, micro_batch_size=1)
+    finally:
+        del team.completion_logprobs
+    assert sorted(seen) == sorted(tuple(s.generation.completion_ids) for s in batch)
+    assert stats.actions == 4

@@ -51,6 +51,31 @@ def test_recorded_log_probs_are_the_policy_log_probs_of_exactly_the_generated_to
     assert generations[1].prompt_ids == prompt and generations[2].prompt_ids == prompt[3:]
 
 
+def test_an_action_that_ends_its_turn_keeps_the_end_of_turn_token_it_is_trained_on(lora_team):
+    """A reply ends with the end-of-turn token: it is part of the action (the model must learn when to stop)."""
+    eos = lora_team.tokenizer.eos_token_id
+    head = next(m for name, m in lora_team._peft.named_modules() if name.endswith("lm_head"))
+
+    def likes_to_stop(module, inputs, logits):  # part of the model: the policy itself prefers to stop
+        logits[..., eos] += 11.0
+        return logits
+
+    hook = head.register_forward_hook(likes_to_stop)
+    try:
+        prompt = lora_team.encode_prompt(MESSAGES)
+        generations = lora_team.generate([("modeler", prompt)] * 8, temperature=1.0, seed=1)
+        ended = [g for g in generations if not g.truncated]
+        assert ended and any(len(g.completion_ids) > 1 for g in ended)  # some stop at once, some later
+        for generation in ended:
+            assert generation.completion_ids[-1] == eos and eos not in generation.completion_ids[:-1]
+            assert len(generation.sampling_logprobs) == len(generation.completion_ids)
+            with torch.no_grad(), lora_team.acting("modeler") as model:
+                logprobs, _ = lora_team.completion_logprobs(model, [generation.prompt_ids], [generation.completion_ids])
+            assert logprobs[0].tolist() == pytest.approx(generation.sampling_logprobs, abs=1e-4)
+    finally:
+        hook.remove()
+
+
 def test_log_probs_of_a_batch_with_prompts_of_different_lengths_equal_each_row_alone(lora_team):
     prompt = lora_team.encode_prompt(MESSAGES)
     prompts, completions = [prompt, prompt[7:], prompt[2:]], [[11, 12, 13], [14], [15, 16, 17, 18, 19]]

@@ -28,6 +28,12 @@ def test_without_stratification_tasks_come_from_one_pool():
     assert sorted(t for _ in range(4) for t in sampler.next(16)) == sorted(t for t, _ in TASKS)
 
 
+def test_each_pass_over_the_tasks_is_a_new_shuffle():
+    sampler = TaskSampler(TASKS, stratify=False, seed=0)
+    first, second = sampler.next(64), sampler.next(64)
+    assert sorted(first) == sorted(second) and first != second
+
+
 def test_a_restored_sampler_draws_what_the_original_would_have():
     original = TaskSampler(TASKS, seed=3)
     original.next(16)
@@ -35,5 +41,7 @@ def test_a_restored_sampler_draws_what_the_original_would_have():
     restored = TaskSampler(TASKS, seed=3)
     restored.load_state_dict(state)
     assert [restored.next(5) for _ in range(20)] == [original.next(5) for _ in range(20)]
+    # 16 draws split 7.5 / 8.5: which type gets the half task rotates with the number of draws so far
+    assert [restored.next(16) for _ in range(4)] == [original.next(16) for _ in range(4)]
     with pytest.raises(ValueError, match="same env.split"):
         TaskSampler([("x", "multiclass")]).load_state_dict(state)

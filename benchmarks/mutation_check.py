@@ -1,0 +1,287 @@
+"""Mutation check of the trainer and the grader: plant one plausible bug at a time and see whether a test fails.
+
+Each mutant below is a small, realistic mistake (an off-by-one, a flipped comparison, a forgotten
+restore) in ``mappa_train/`` or in what grades and rewards an episode (``mappa_env`` metrics, grader,
+outcome reward, the receipts coach's caps, the engine's reward channel), with the tests that should
+notice it. The check copies the working tree to a temporary directory, applies one mutant there,
+runs its tests (``pytest -x``) against that copy, and reports *killed* (a test failed) or
+*survived* (every test passed: the bug would ship). A mutant whose original text is no longer in
+the file is reported *stale*: update the catalogue when the code moves.
+
+Run it before resolving an issue that touches these modules (it is too slow for CI, about 25 minutes
+on 2 cores; the tests it motivates do run in CI)::
+
+    python benchmarks/mutation_check.py                 # every mutant
+    python benchmarks/mutation_check.py --only R1 L3    # some of them
+    python benchmarks/mutation_check.py --list          # the catalogue
+    python benchmarks/mutation_check.py --markdown docs/mutation_results.md
+
+Results and the surviving mutants, each killed by a new test or argued equivalent, are in
+docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIED = ("mappa_env", "mappa_train", "tests", "pyproject.toml", "setup.cfg")
+
+ROLLOUT = ["tests/train/test_rollout.py"]
+LEARNER = ["tests/train/test_learner.py"]
+POLICY = ["tests/train/test_policy.py", "tests/train/test_learner.py"]
+ALGORITHMS = ["tests/train/test_algorithms.py"]
+CHECKPOINT = ["tests/train/test_checkpoint.py"]
+RESUME = ["tests/train/test_checkpoint.py", "tests/train/test_cli.py::test_resume_after_sigkill_continues_exactly_the_run_that_was_killed"]
+TRAINER = ["tests/train/test_trainer_glue.py", "tests/train/test_cli.py", "tests/train/test_learning.py"]
+SAMPLER = ["tests/train/test_sampler.py"]
+CONFIG = ["tests/train/test_config.py", "tests/train/test_cli.py::test_bad_settings_are_refused_before_any_work_with_how_to_fix"]
+METRICS = ["tests/test_metrics.py", "tests/test_grader.py"]
+GRADER = ["tests/test_grader.py"]
+RECEIPTS = ["tests/coach/test_receipts_coach.py"]
+DSBENCH_REWARD = ["tests/envs/test_dsbench_env.py::test_reward_modes_deliver_one_reward_per_action",
+                  "tests/envs/test_dsbench_env.py::test_the_outcome_reward_follows_the_documented_scale"]
+REWARDS = ["tests/envs/test_pipeline_engine.py", "tests/envs/test_dsbench_env.py::test_reward_modes_deliver_one_reward_per_action"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One planted bug: ``old`` (which must occur exactly once in ``path``) becomes ``new``."""
+
+    id: str
+    path: str
+    old: str
+    new: str
+    tests: list[str]
+    what: str  # what a user would get
+
+
+MUTANTS = [
+    # ------------------------------------------------------------------ mappa_train/rollout.py
+    Mutant("R1", "mappa_train/rollout.py", "sample.reward = None if reward is None else float(reward)",
+           "sample.reward = 0.0 if reward is None else float(reward)", ROLLOUT,
+           "an unscored action trains on an invented reward of 0"),
+    Mutant("R2", "mappa_train/rollout.py", "zip(mine, rewards, steps)", "zip(mine, rewards[1:] + rewards[:1], steps)",
+           ROLLOUT, "every reward on the wrong action"),
+    Mutant("R3", "mappa_train/rollout.py", "action_index=sum(s.agent == agent for s in self.samples)", "action_index=0",
+           ROLLOUT, "every sample claims to be its agent's first action (groups, logs)"),
+    Mutant("R4", "mappa_train/rollout.py", "zip(mine, rewards, steps)", "zip(mine, rewards, steps[1:] + steps[:1])",
+           ROLLOUT, "step records (verdicts, statuses) attached to the wrong action"),
+    Mutant("R5", "mappa_train/rollout.py", "return [finished[i] for i in range(len(episodes))], times",
+           "return list(finished.values()), times", ROLLOUT, "episodes returned in finishing order, not spec order"),
+    Mutant("R6", "mappa_train/rollout.py", "mine = [s for s in self.samples if s.agent == agent]",
+           "mine = list(self.samples)", ROLLOUT, "one agent's rewards matched against every agent's actions"),
+    # ------------------------------------------------------------------ mappa_train/learner.py
+    Mutant("L1", "mappa_train/learner.py", "        mask[row, : len(completion)] = 1.0", "        mask[row, :] = 1.0",
+           LEARNER, "padding counted as tokens: advantages whitened and losses averaged over padding"),
+    Mutant("L2", "mappa_train/learner.py", "group_ids = [(s.task_id, s.agent, s.action_index) for s in usable]",
+           "group_ids = [(s.agent, s.action_index) for s in usable]", LEARNER,
+           "GRPO/RLOO baselines mix different tasks"),
+    Mutant("L3", "mappa_train/learner.py",
+           "recorded = None if config.recompute_old_logprobs or not all(s.generation.from_policy for s in usable) else",
+           "recorded = None if config.recompute_old_logprobs else", LEARNER,
+           "tempered sampling log-probs taken for the policy's: wrong importance ratios"),
+    Mutant("L4", "mappa_train/learner.py", "[s.reward * config.reward_scale for s in usable]",
+           "[s.reward for s in usable]", LEARNER, "algorithm.reward_scale does nothing"),
+    Mutant("L5", "mappa_train/learner.py",
+           "share = micro_mask.sum() / tokens_in_minibatch.to(micro_mask.device)",
+           "share = torch.tensor(len(rows) / len(minibatch))", LEARNER,
+           "loss weighted per micro-batch instead of per token"),
+    Mutant("L6", "mappa_train/learner.py", "usable = [s for s in usable if not s.generation.truncated]",
+           "usable = list(usable)", LEARNER, "rollout.mask_truncated does nothing"),
+    Mutant("L7", "mappa_train/learner.py", "            optimizer.zero_grad(set_to_none=True)\n", "", LEARNER,
+           "gradients of earlier optimiser steps leak into later ones"),
+    Mutant("L8", "mappa_train/learner.py", "            scheduler.step()\n", "", LEARNER,
+           "the learning-rate schedule never moves"),
+    Mutant("L9", "mappa_train/learner.py", "        mine = [s for s in samples if team.group_of(s.agent) == group]",
+           "        mine = list(samples)", LEARNER, "every agent trained on every agent's actions"),
+    Mutant("L10", "mappa_train/learner.py", "stats = GroupStats(unscored=sum(s.reward is None for s in samples))",
+           "stats = GroupStats(unscored=0)", LEARNER, "unscored actions are not counted"),
+    Mutant("L11", "mappa_train/learner.py", "minibatches = [order[i:: config.updates_per_step] for i in range(config.updates_per_step)]",
+           "minibatches = [order[:: config.updates_per_step] for i in range(config.updates_per_step)]", LEARNER,
+           "with several updates per step, the same mini-batch every time"),
+    # ------------------------------------------------------------------ mappa_train/policy.py
+    Mutant("P1", "mappa_train/policy.py", "from_policy=temperature == 1.0 and top_p >= 1.0", "from_policy=True", POLICY,
+           "tempered samples marked as the policy's own"),
+    Mutant("P2", "mappa_train/policy.py", "            mask[row, : len(completion)] = 1.0", "            mask[row, :] = 1.0",
+           POLICY, "the loss covers padding tokens"),
+    Mutant("P3", "mappa_train/policy.py", "length, ended = position + 1, True", "length, ended = position, True", POLICY,
+           "the end-of-turn token is never trained"),
+    Mutant("P4", "mappa_train/policy.py", "ids = ids[:head] + ids[len(ids) - (limit - head):]", "ids = ids[:limit]", POLICY,
+           "long prompts lose their most recent turns"),
+    Mutant("P5", "mappa_train/policy.py", "            marker = f\".{group}.\"", "            marker = \".\"", POLICY,
+           "one agent's optimiser updates every adapter"),
+    # ------------------------------------------------------------------ mappa_train/algorithms.py
+    Mutant("A1", "mappa_train/algorithms.py", "running = masked[:, t] + gamma * running", "running = masked[:, t]",
+           ALGORITHMS, "no return-to-go: the score reaches only the last token"),
+    Mutant("A2", "mappa_train/algorithms.py", "advantages[members] = (group - group.mean()) / (group.std() + eps)",
+           "advantages[members] = (group - group.mean())", ALGORITHMS, "GRPO without the std normalisation"),
+    Mutant("A3", "mappa_train/algorithms.py", "advantages[members] = group - (group.sum() - group) / (n - 1)",
+           "advantages[members] = group - group.sum() / n", ALGORITHMS, "RLOO's baseline includes the sample itself"),
+    Mutant("A4", "mappa_train/algorithms.py", "clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages",
+           "clipped = ratio * advantages", ALGORITHMS, "PPO without clipping"),
+    # ------------------------------------------------------------------ mappa_train/checkpoint.py and resume
+    Mutant("C1", "mappa_train/checkpoint.py", "    restore_random_states(state[\"random\"])\n", "", CHECKPOINT,
+           "a resumed run draws other random numbers"),
+    Mutant("C2", "mappa_train/checkpoint.py", "state = torch.load(directory / f\"{PREFIX}{steps[-1]}\"",
+           "state = torch.load(directory / f\"{PREFIX}{steps[0]}\"", CHECKPOINT, "resume from the oldest checkpoint kept"),
+    Mutant("C3", "mappa_train/checkpoint.py", "if entry.name.startswith(PREFIX) and (entry / \"state.pt\").is_file():",
+           "if entry.name.startswith(PREFIX) or entry.name.startswith(\".tmp\"):", CHECKPOINT,
+           "a half-written checkpoint is taken for a complete one"),
+    Mutant("T1", "mappa_train/trainer.py", "                    load_group_state_dict(team, group, tensors)\n",
+           "                    pass\n", RESUME, "a resumed run restarts from the initial parameters"),
+    Mutant("T2", "mappa_train/trainer.py", "                optimisation.load_state_dict(state[\"optimisation\"])\n", "",
+           RESUME, "a resumed run restarts its optimiser moments and schedule"),
+    Mutant("T3", "mappa_train/trainer.py", "                sampler.load_state_dict(state[\"sampler\"])\n", "", RESUME,
+           "tasks repeated or skipped after a resume"),
+    Mutant("T4", "mappa_train/trainer.py", "start_step, evaluations = state[\"step\"], state.get(\"evaluations\", {})",
+           "start_step, evaluations = state[\"step\"], {}", RESUME, "the report of a resumed run loses its 'before' row"),
+    Mutant("T5", "mappa_train/trainer.py", "totals[name] = None if now is None or before is None else now + before",
+           "totals[name] = now", CHECKPOINT, "the coach's running totals restart at 0 after a resume"),
+    # ------------------------------------------------------------------ mappa_train/trainer.py, sampler.py, config.py
+    Mutant("T6", "mappa_train/trainer.py", "temperature=config.model.eval_temperature, top_p=1.0",
+           "temperature=config.model.temperature, top_p=1.0", TRAINER, "evaluation samples at the training temperature"),
+    Mutant("T7", "mappa_train/trainer.py", "_scalar(writer, f\"agent/{agent}/reward\", np.mean([s.reward for s in scored]) if scored else None, step)",
+           "_scalar(writer, f\"agent/{agent}/reward\", np.mean([s.reward or 0.0 for s in mine]), step)", TRAINER,
+           "the reward curve averages unscored actions in as 0"),
+    Mutant("S1", "mappa_train/sampler.py", "\"draws\": self.draws}", "\"draws\": 0}", SAMPLER,
+           "a restored sampler rotates its rounding differently"),
+    Mutant("S2", "mappa_train/sampler.py", "random.Random(f\"{self.seed}:{kind}:{self.passes[kind]}\").shuffle(order)",
+           "random.Random(f\"{self.seed}:{kind}\").shuffle(order)", SAMPLER, "every pass visits the tasks in the same order"),
+    Mutant("G1", "mappa_train/config.py", "need(a.estimator == \"reinforce_pp\" or r.samples_per_task >= 2,",
+           "need(True,", CONFIG, "GRPO with one sample per task is accepted (advantages all 0)"),
+    # ------------------------------------------------------------------ the grader and the rewards
+    Mutant("D1", "mappa_env/envs/dsbench/__init__.py", "return max(0.0, 10.0 * (1.0 - value / 100.0))",
+           "return min(10.0, 10.0 * value / 100.0)", DSBENCH_REWARD, "the outcome reward rises with the RMSE"),
+    Mutant("D2", "mappa_env/envs/dsbench/__init__.py", "return float(min(10.0, max(0.0, 10.0 * value)))",
+           "return float(min(10.0, max(0.0, value)))", DSBENCH_REWARD, "classification outcome rewards on a 0-1 scale"),
+    Mutant("M1", "mappa_env/metrics.py", "y_pred, positive_label = scores > 0.5, True",
+           "y_pred, positive_label = scores >= 0.5, True", METRICS, "a probability of exactly 0.5 counted as positive"),
+    Mutant("M2", "mappa_env/metrics.py", "    \"mae\": False,\n}", "    \"mae\": True,\n}", METRICS,
+           "MAE tasks' RPG rewards larger errors"),
+    Mutant("M3", "mappa_env/metrics.py", "    \"rmse\": False,\n", "    \"rmse\": True,\n", METRICS,
+           "RMSE tasks' RPG rewards larger errors"),
+    Mutant("M4", "mappa_env/metrics.py", "return max(0.0, (score - baseline) / (perfect - baseline))",
+           "return (score - baseline) / (perfect - baseline)", METRICS, "RPG goes negative below the baseline"),
+    Mutant("M5", "mappa_env/metrics.py", "return float(np.sqrt(np.mean(diff**2)))",
+           "return float(np.mean(np.abs(diff)))", METRICS, "RMSE computed as MAE"),
+    Mutant("Q1", "mappa_env/coach/receipts.py", "        if quality >= limit:", "        if quality > limit:", RECEIPTS,
+           "a classification result exactly on a threshold gets the lower cap"),
+    Mutant("Q2", "mappa_env/coach/receipts.py", "            if pct < limit:", "            if pct <= limit:", RECEIPTS,
+           "a regression result exactly on a threshold gets the higher cap"),
+    Mutant("Q3", "mappa_env/coach/receipts.py", "if f1 is not None and quality >= 0.7 and f1 < 0.3:",
+           "if f1 is not None and quality > 0.7 and f1 < 0.3:", RECEIPTS,
+           "a majority-class predictor at accuracy 0.7 escapes the cap"),
+    Mutant("Q4", "mappa_env/coach/receipts.py", "if f1 is not None and quality >= 0.7 and f1 < 0.3:",
+           "if f1 is not None and quality >= 0.7 and f1 <= 0.3:", RECEIPTS, "an F1 of exactly 0.3 is capped"),
+    Mutant("E1", "mappa_env/envs/pipeline.py",
+           "step_rewards = [self._final_reward(step, outcome_reward) for step in self._steps[agent]]",
+           "step_rewards = [self._final_reward(step, outcome_reward) for step in self._steps[agent][::-1]]", REWARDS,
+           "the env's step_rewards in reversed action order"),
+    Mutant("E2", "mappa_env/envs/pipeline.py", "        if process is None:\n            return None\n        return (1.0 - self.outcome_weight)",
+           "        if process is None:\n            return 0.0\n        return (1.0 - self.outcome_weight)", REWARDS,
+           "an unscored action gets 0 in mixed mode"),
+    Mutant("E3", "mappa_env/envs/pipeline.py", "immediate = process * (1.0 - self.outcome_weight if self.reward_mode == \"mixed\" else 1.0)",
+           "immediate = process", REWARDS, "mixed mode pays the full process reward at once and the outcome on top"),
+]
+
+
+def run_mutant(mutant: Mutant, tree: Path, timeout_s: float) -> tuple[str, float, str]:
+    """(result, seconds, first failing test) of one mutant applied to ``tree`` (restored afterwards)."""
+    path = tree / mutant.path
+    original = path.read_text(encoding="utf-8")
+    if original.count(mutant.old) != 1:
+        return "stale", 0.0, f"expected the original text once, found it {original.count(mutant.old)} times"
+    path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
+    began = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
+                              cwd=tree, env=_environment(tree), capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return "killed (timeout)", time.perf_counter() - began, ""
+    finally:
+        path.write_text(original, encoding="utf-8")
+    seconds = time.perf_counter() - began
+    if proc.returncode == 0:
+        return "survived", seconds, ""
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, flags=re.M)
+    return "killed", seconds, failed[0] if failed else proc.stdout.strip().splitlines()[-1:][0] if proc.stdout.strip() else ""
+
+
+def _environment(tree: Path) -> dict[str, str]:
+    # the copy first on the path, for pytest and for every subprocess a test starts (python -m mappa_train)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def copy_tree(destination: Path) -> Path:
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, destination / name)
+    probe = subprocess.run([sys.executable, "-c", "import mappa_env, mappa_train; print(mappa_env.__file__, mappa_train.__file__)"],
+                           cwd=destination, env=_environment(destination), capture_output=True, text=True, check=True)
+    if any(not Path(p).resolve().is_relative_to(destination.resolve()) for p in probe.stdout.split()):
+        raise SystemExit(f"the copy is not what gets imported ({probe.stdout.strip()}); is mappa installed non-editable?")
+    return destination
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", metavar="ID", help="run these mutants only")
+    parser.add_argument("--list", action="store_true", help="print the catalogue and exit")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant before it counts as killed")
+    parser.add_argument("--markdown", type=Path, help="also write the results table to this file")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the check that the tests pass unmutated")
+    args = parser.parse_args(argv)
+
+    chosen = [m for m in MUTANTS if not args.only or m.id in args.only]
+    unknown = set(args.only or []) - {m.id for m in MUTANTS}
+    if unknown:
+        parser.error(f"unknown mutant ids {sorted(unknown)}; --list shows the catalogue")
+    if args.list:
+        for m in chosen:
+            print(f"{m.id:4} {m.path:38} {m.what}")
+        return 0
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mappa-mutants-") as scratch:
+        tree = copy_tree(Path(scratch))
+        if not args.no_baseline:  # a test that fails without any mutant would "kill" every mutant
+            tests = sorted({t for m in chosen for t in m.tests})
+            print(f"baseline: the chosen mutants' tests on the unmutated copy ({len(tests)} selections) ...", flush=True)
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=tree,
+                                  env=_environment(tree), capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(proc.stdout[-5000:], file=sys.stderr)
+                raise SystemExit("the tests fail without any mutant: fix them first (or pass --no-baseline)")
+        for index, mutant in enumerate(chosen, 1):
+            result, seconds, detail = run_mutant(mutant, tree, args.timeout)
+            rows.append((mutant, result, seconds, detail))
+            print(f"[{index}/{len(chosen)}] {mutant.id:4} {result:16} {seconds:6.1f} s  {mutant.what}  {detail}", flush=True)
+    killed = sum(r.startswith("killed") for _, r, _, _ in rows)
+    table = ["| id | module | mutant: what a user would get | result | s | first failing test |",
+             "|---|---|---|---|---|---|"]
+    table += [f"| {m.id} | `{m.path}` | {m.what} | {r} | {s:.0f} | {d.replace('|', '/')} |" for m, r, s, d in rows]
+    summary = f"{killed} of {len(rows)} mutants killed; survived: " + (
+        ", ".join(m.id for m, r, _, _ in rows if r == "survived") or "none") + "; stale: " + (
+        ", ".join(m.id for m, r, _, _ in rows if r == "stale") or "none")
+    print("\n" + "\n".join(table) + "\n\n" + summary)
+    if args.markdown:
+        args.markdown.write_text("\n".join(table) + "\n\n" + summary + "\n", encoding="utf-8")
+    return 0 if all(r.startswith("killed") for _, r, _, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -83,8 +83,10 @@ def _report_table(directory):
 def test_resume_after_sigkill_continues_exactly_the_run_that_was_killed(tmp_path):
     """A run killed mid-step and resumed logs what the uninterrupted run logs, value for value, and ends equal.
 
-    One episode in flight: which episodes share a generation batch then depends on nothing but the seed
-    (with several in flight it depends on thread timing, and so do the sampled tokens).
+    Checkpoints every 2 of 4 steps, and the kill comes once step 3 is logged: the resumed run must drop
+    the killed run's step-3 logs (after its last checkpoint) and redo step 3 exactly. One episode in
+    flight: which episodes share a generation batch then depends on nothing but the seed (with several
+    in flight it depends on thread timing, and so do the sampled tokens).
     """
     import os
     import signal
@@ -93,21 +95,22 @@ def test_resume_after_sigkill_continues_exactly_the_run_that_was_killed(tmp_path
     torch = pytest.importorskip("torch", reason="mappa_train needs torch (installed by the README's test line)")
     from safetensors.torch import load_file
 
-    common = [sys.executable, "-m", "mappa_train", "--config", "tiny", "--run.steps", "3", "--eval.episodes", "1",
-              "--rollout.envs_in_flight", "1", "--run.progress", "false"]
+    common = [sys.executable, "-m", "mappa_train", "--config", "tiny", "--run.steps", "4", "--run.checkpoint_every", "2",
+              "--eval.episodes", "1", "--rollout.envs_in_flight", "1", "--run.progress", "false"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert subprocess.run([*common, "--output-dir", str(whole)], capture_output=True, timeout=900).returncode == 0
 
     proc = subprocess.Popen([*common, "--output-dir", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.monotonic() + 600
-    while not (killed / "checkpoints" / "step-1" / "state.pt").exists():
+    while not killed.is_dir() or 3 not in _scalar_steps(killed).get("train/success_rate", []):
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # mid-way through step 2: its logs so far must not count twice
+        assert time.monotonic() < deadline, "step 3 not logged after 10 minutes"
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-way through step 4: step 3 is logged, its checkpoint not written
     proc.wait(timeout=60)
     assert not (killed / "report.md").exists()
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-2"]
 
     resumed = subprocess.run([*common, "--output-dir", str(killed), "--resume"], capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -121,22 +124,22 @@ def test_resume_after_sigkill_continues_exactly_the_run_that_was_killed(tmp_path
             continue
         assert [s for s, _ in killed_scalars[tag]] == [s for s, _ in points], tag
         assert [v for _, v in killed_scalars[tag]] == pytest.approx([v for _, v in points], rel=1e-5, abs=1e-7), tag
-    assert [s for s, _ in whole_scalars["agent/modeler/reward"]] == [1, 2, 3]
-    assert [s for s, _ in whole_scalars["eval/heldout/success_rate"]] == [0, 3]
+    assert [s for s, _ in whole_scalars["agent/modeler/reward"]] == [1, 2, 3, 4]  # step 3 once, not twice
+    assert [s for s, _ in whole_scalars["eval/heldout/success_rate"]] == [0, 4]
     assert _report_table(killed) == _report_table(whole) and "| after | 1 |" in "\n".join(_report_table(whole))
 
     # the last checkpoints hold the same parameters, optimiser moments and task sampler position
-    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-2", "step-3"]  # the last two kept
-    ends = [torch.load(run / "checkpoints" / "step-3" / "state.pt", weights_only=False) for run in (whole, killed)]
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-2", "step-4"]
+    ends = [torch.load(run / "checkpoints" / "step-4" / "state.pt", weights_only=False) for run in (whole, killed)]
     assert ends[0]["sampler"] == ends[1]["sampler"]
     for group, tensors in ends[0]["parameters"].items():
         for name, tensor in tensors.items():
             assert torch.allclose(tensor, ends[1]["parameters"][group][name], atol=1e-6), name
     for group, parts in ends[0]["optimisation"].items():
         other = ends[1]["optimisation"][group]
-        assert parts["scheduler"]["last_epoch"] == other["scheduler"]["last_epoch"] == 3
+        assert parts["scheduler"]["last_epoch"] == other["scheduler"]["last_epoch"] == 4
         for index, moments in parts["optimizer"]["state"].items():
-            assert int(moments["step"]) == int(other["optimizer"]["state"][index]["step"]) == 3
+            assert int(moments["step"]) == int(other["optimizer"]["state"][index]["step"]) == 4
             for key in ("exp_avg", "exp_avg_sq"):
                 assert torch.allclose(moments[key], other["optimizer"]["state"][index][key], rtol=1e-4, atol=1e-10), key
 

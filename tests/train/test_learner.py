@@ -248,3 +248,31 @@ def test_several_updates_per_step_use_every_action_once(team):
         del team.completion_logprobs
     assert sorted(seen) == sorted(tuple(s.generation.completion_ids) for s in batch)
     assert stats.actions == 4
+
+
+def test_the_kl_to_the_reference_is_measured_against_the_frozen_base(team):
+    """Once an adapter has moved, ``kl_to_reference`` is the token mean of log π − log π_base, computed here."""
+    batch = uneven_batch(team, TWO_TASKS, LENGTHS)
+    parameters = team.trainable_parameters("data_engineer")
+    initial = [p.detach().clone() for p in parameters]
+    noise = torch.Generator().manual_seed(0)
+    try:
+        with torch.no_grad():
+            for parameter in parameters:  # LoRA's B starts at 0: the adapter now differs from the base
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=noise))
+        stats, _ = run_update(team, batch, estimator="grpo", recompute_old_logprobs=True)
+        prompts = [s.generation.prompt_ids for s in batch]
+        completions = [s.generation.completion_ids for s in batch]
+        with torch.no_grad():
+            with team.acting("data_engineer") as model:
+                model.eval()
+                policy, mask = team.completion_logprobs(model, prompts, completions)
+            with team.reference() as reference:
+                base, _ = team.completion_logprobs(reference, prompts, completions)
+        expected = float(((policy - base) * mask).sum() / mask.sum())
+    finally:
+        with torch.no_grad():
+            for parameter, value in zip(parameters, initial):
+                parameter.copy_(value)
+    assert abs(expected) > 1e-3
+    assert stats.kl_to_reference == pytest.approx(expected, rel=1e-3)

@@ -48,3 +48,4 @@ def test_reward_rises_clearly_on_the_toy_environment(estimator, tiny_chat_model,
         first, last = sum(rewards[:2]) / 2, sum(rewards[-2:]) / 2
         assert first < 0.2 and last > first + 0.5, f"{agent} under {estimator}: {rewards}"
     assert (out / "report.md").read_text().count("(no evaluation was configured)") == 1
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-12"]  # checkpoint_every 0: at the end only

@@ -18,8 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gymnasium import spaces
-from pettingzoo import AECEnv
+from text_aec import TextAECEnv
 
 from mappa_train.policy import Generation
 
@@ -49,24 +48,14 @@ def expected_reward(text: str) -> float | None:
     return float(re.search(r"pay (\d+\.\d+)", text).group(1))
 
 
-class LedgerEnv(AECEnv):
+class LedgerEnv(TextAECEnv):
     metadata = {"name": "ledger-v0", "is_parallelizable": False}
 
     def __init__(self, split: str = "train", coach: Any = None, reward_mode: str = "process", sandbox: str = "local",
                  exec_timeout_s: float = 60.0):
-        super().__init__()
-        self.possible_agents = list(AGENTS)
+        super().__init__(AGENTS)
         self.tasks = [LedgerTask("ledger/a", "classification"), LedgerTask("ledger/b", "regression")]
         self.task = self.tasks[0]
-        text = spaces.Text(max_length=10_000, charset=[chr(i) for i in range(32, 127)] + ["\n"], min_length=0)
-        self.observation_spaces = {a: spaces.Dict({"text": text}) for a in self.possible_agents}
-        self.action_spaces = {a: text for a in self.possible_agents}
-
-    def observation_space(self, agent):
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent):
-        return self.action_spaces[agent]
 
     def reset(self, seed=None, options=None):
         task_id = (options or {}).get("task_id")

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gymnasium import spaces
-from pettingzoo import AECEnv
+from text_aec import TextAECEnv
 
 import mappa_env
 
@@ -33,24 +32,14 @@ def digit_share(text: str) -> float:
     return sum(c.isdigit() for c in text) / len(text) if text else 0.0
 
 
-class ToyDigitsEnv(AECEnv):
+class ToyDigitsEnv(TextAECEnv):
     metadata = {"name": ENV_ID, "is_parallelizable": False}
 
     def __init__(self, split: str = "train", coach: Any = None, reward_mode: str = "process",
                  sandbox: str = "local", exec_timeout_s: float = 60.0):
-        super().__init__()
-        self.possible_agents = ["writer", "checker"]
+        super().__init__(["writer", "checker"])
         self.tasks = list(TASKS)
         self.task = self.tasks[0]
-        text = spaces.Text(max_length=10_000, charset=[chr(i) for i in range(32, 127)] + ["\n"], min_length=0)
-        self.observation_spaces = {a: spaces.Dict({"text": text}) for a in self.possible_agents}
-        self.action_spaces = {a: text for a in self.possible_agents}
-
-    def observation_space(self, agent):
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent):
-        return self.action_spaces[agent]
 
     def reset(self, seed=None, options=None):
         task_id = (options or {}).get("task_id")

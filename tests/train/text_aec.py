@@ -1,0 +1,25 @@
+"""What the trainer's test environments share: an AEC env whose agents see and answer plain text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gymnasium import spaces
+from pettingzoo import AECEnv
+
+
+class TextAECEnv(AECEnv):
+    """Agents observe ``{"text": str}`` and act with a ``str``; subclasses write the game."""
+
+    def __init__(self, agents: Sequence[str]):
+        super().__init__()
+        self.possible_agents = list(agents)
+        text = spaces.Text(max_length=10_000, charset=[chr(i) for i in range(32, 127)] + ["\n"], min_length=0)
+        self.observation_spaces = {a: spaces.Dict({"text": text}) for a in self.possible_agents}
+        self.action_spaces = {a: text for a in self.possible_agents}
+
+    def observation_space(self, agent):
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent):
+        return self.action_spaces[agent]

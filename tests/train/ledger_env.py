@@ -60,12 +60,7 @@ class LedgerEnv(TextAECEnv):
     def reset(self, seed=None, options=None):
         task_id = (options or {}).get("task_id")
         self.task = next(t for t in self.tasks if t.id == task_id)
-        self.agents = list(self.possible_agents)
-        self.agent_selection = self.agents[0]
-        self.rewards = {a: 0.0 for a in self.agents}
-        self._cumulative_rewards = {a: 0.0 for a in self.agents}
-        self.terminations = {a: False for a in self.agents}
-        self.truncations = {a: False for a in self.agents}
+        self._start_episode()
         self._steps = {a: [] for a in self.agents}
         self._rewards = {a: [] for a in self.agents}
         self.infos = {a: {} for a in self.agents}

@@ -23,3 +23,12 @@ class TextAECEnv(AECEnv):
 
     def action_space(self, agent):
         return self.action_spaces[agent]
+
+    def _start_episode(self) -> None:
+        """Every agent in, the first to act, no rewards yet, nobody done."""
+        self.agents = list(self.possible_agents)
+        self.agent_selection = self.agents[0]
+        self.rewards = {a: 0.0 for a in self.agents}
+        self._cumulative_rewards = {a: 0.0 for a in self.agents}
+        self.terminations = {a: False for a in self.agents}
+        self.truncations = {a: False for a in self.agents}

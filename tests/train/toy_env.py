@@ -44,12 +44,7 @@ class ToyDigitsEnv(TextAECEnv):
     def reset(self, seed=None, options=None):
         task_id = (options or {}).get("task_id")
         self.task = next((t for t in self.tasks if t.id == task_id), self.tasks[0])
-        self.agents = list(self.possible_agents)
-        self.agent_selection = self.agents[0]
-        self.rewards = {a: 0.0 for a in self.agents}
-        self._cumulative_rewards = {a: 0.0 for a in self.agents}
-        self.terminations = {a: False for a in self.agents}
-        self.truncations = {a: False for a in self.agents}
+        self._start_episode()
         prompt = f"Task {self.task.id}: write only digits."
         self.infos = {a: {"messages": [{"role": "user", "content": prompt}]} for a in self.agents}
         self._steps = {a: [] for a in self.agents}

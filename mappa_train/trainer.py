@@ -98,8 +98,8 @@ def train(config: TrainConfig) -> Path:
             update_s = time.perf_counter() - began
 
             # ---------------------------------------------------------------- log
-            counters = coach_counters(coach, coach_carried)
-            log_step(writer, step + 1, team, episodes, samples, group_stats, times, update_s, counters)
+            log_step(writer, step + 1, team, episodes, samples, group_stats, times, update_s,
+                     coach_counters(coach, coach_carried))
             if config.run.sample_every and (step + 1) % config.run.sample_every == 0:
                 writer.add_text("sample/trajectory", trajectory_text(episodes[0]), step + 1)
 
@@ -114,7 +114,8 @@ def train(config: TrainConfig) -> Path:
                 checkpoint.save(out / "checkpoints", step + 1, {
                     "parameters": {g: group_state_dict(team, g) for g in team.groups},
                     "optimisation": optimisation.state_dict(), "sampler": sampler.state_dict(),
-                    "evaluations": evaluations, "coach_counters": counters, "config": config.to_dict(),
+                    "evaluations": evaluations, "coach_counters": coach_counters(coach, coach_carried),  # evaluations' calls too
+                    "config": config.to_dict(),
                 })
             writer.flush()
             progress.update(1)

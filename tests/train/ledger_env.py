@@ -22,6 +22,7 @@ from text_aec import TextAECEnv
 
 from mappa_train.policy import Generation
 
+ENV_ID = "ledger-v0"
 AGENTS = ("scout", "builder", "closer")
 PLANS = {  # actions per agent, per task: several actions per agent, and an agent that acts once
     "ledger/a": {"scout": 3, "builder": 2, "closer": 1},
@@ -49,7 +50,7 @@ def expected_reward(text: str) -> float | None:
 
 
 class LedgerEnv(TextAECEnv):
-    metadata = {"name": "ledger-v0", "is_parallelizable": False}
+    metadata = {"name": ENV_ID, "is_parallelizable": False}
 
     def __init__(self, split: str = "train", coach: Any = None, reward_mode: str = "process", sandbox: str = "local",
                  exec_timeout_s: float = 60.0):
@@ -126,9 +127,6 @@ class LedgerTeam:
             out.append(Generation(agent=agent, prompt_ids=list(prompt_ids), completion_ids=[1 + index] * (index + 1),
                                   sampling_logprobs=[-1.0] * (index + 1), truncated=False, text=text, from_policy=True))
         return out
-
-
-ENV_ID = "ledger-v0"
 
 
 def register() -> None:

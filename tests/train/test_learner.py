@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 torch = pytest.importorskip("torch", reason="mappa_train needs torch (installed by the README's test line)")
@@ -19,6 +21,35 @@ AGENTS = ["data_engineer", "modeler", "analyst"]
 def team():
     config = ModelConfig(path="tiny-random", dtype="float32", device="cpu", max_new_tokens=8)
     return TeamModel(AGENTS, config, PolicyConfig(lora_rank=4, lora_alpha=8), seed=0)
+
+
+@contextlib.contextmanager
+def adapter_put_back(team, agent):
+    """Whatever happens inside, ``agent``'s trainable parameters are as they were afterwards."""
+    parameters = team.trainable_parameters(agent)
+    initial = [p.detach().clone() for p in parameters]
+    try:
+        yield parameters
+    finally:
+        with torch.no_grad():
+            for parameter, value in zip(parameters, initial):
+                parameter.copy_(value)
+
+
+@contextlib.contextmanager
+def watching_logprob_calls(team, seen):
+    """Each ``completion_logprobs`` call appends ``(grad enabled, completions)`` to ``seen``."""
+    original = team.completion_logprobs
+
+    def watched(model, prompts, completions):
+        seen.append((torch.is_grad_enabled(), [tuple(c) for c in completions]))
+        return original(model, prompts, completions)
+
+    team.completion_logprobs = watched
+    try:
+        yield seen
+    finally:
+        del team.completion_logprobs
 
 
 def samples_for(team, agent, rewards, *, truncated=False):
@@ -58,26 +89,13 @@ def test_old_log_probs_come_from_sampling_when_it_was_the_policy_and_the_update_
     assert not cooler.from_policy  # a tempered distribution is not the policy's
 
     def run(recompute):
-        initial = [p.detach().clone() for p in team.trainable_parameters("data_engineer")]
-        calls = []
-        original = team.completion_logprobs
-
-        def counting(model, prompts, completions):
-            calls.append(torch.is_grad_enabled())
-            return original(model, prompts, completions)
-
-        team.completion_logprobs = counting
-        try:
+        seen = []
+        with adapter_put_back(team, "data_engineer") as parameters, watching_logprob_calls(team, seen):
             optimisation = Optimisation(team, OptimConfig(lr=1e-2, warmup_ratio=0.0), total_updates=1)
             stats = update(team, optimisation, batch, AlgorithmConfig(micro_batch_size=2, recompute_old_logprobs=recompute),
                            mask_truncated=False, seed=0)
-        finally:
-            del team.completion_logprobs
-        after = [p.detach().clone() for p in team.trainable_parameters("data_engineer")]
-        with torch.no_grad():
-            for parameter, value in zip(team.trainable_parameters("data_engineer"), initial):
-                parameter.copy_(value)  # put the adapter back for the other run
-        return calls, stats["data_engineer"], after
+            after = [p.detach().clone() for p in parameters]
+        return [grad for grad, _ in seen], stats["data_engineer"], after
 
     recorded_calls, recorded_stats, recorded_after = run(recompute=False)
     recomputed_calls, recomputed_stats, recomputed_after = run(recompute=True)
@@ -103,25 +121,21 @@ def run_update(team, batch, *, agent="data_engineer", mask_truncated=False, **al
     The group's parameters are put back afterwards. The gradient, not the parameters after the step, is
     what to compare: Adam's first step is about ``lr * sign(gradient)``, which hides most differences.
     """
-    parameters = team.trainable_parameters(agent)
-    initial = [p.detach().clone() for p in parameters]
-    gradients = [torch.zeros_like(p) for p in parameters]
 
     def summing_into(total):
         def hook(gradient):
             total.add_(gradient)  # and return None: the gradient itself goes on unchanged
         return hook
 
-    hooks = [p.register_hook(summing_into(total)) for p, total in zip(parameters, gradients)]
-    try:
-        optimisation = Optimisation(team, OptimConfig(lr=1e-2, warmup_ratio=0.0), total_updates=1)
-        stats = update(team, optimisation, batch, AlgorithmConfig(**algorithm), mask_truncated=mask_truncated, seed=0)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        with torch.no_grad():
-            for parameter, value in zip(parameters, initial):
-                parameter.copy_(value)
+    with adapter_put_back(team, agent) as parameters:
+        gradients = [torch.zeros_like(p) for p in parameters]
+        hooks = [p.register_hook(summing_into(total)) for p, total in zip(parameters, gradients)]
+        try:
+            optimisation = Optimisation(team, OptimConfig(lr=1e-2, warmup_ratio=0.0), total_updates=1)
+            stats = update(team, optimisation, batch, AlgorithmConfig(**algorithm), mask_truncated=mask_truncated, seed=0)
+        finally:
+            for hook in hooks:
+                hook.remove()
     return stats[agent], gradients
 
 
@@ -167,12 +181,12 @@ def test_the_loss_is_a_token_mean_over_real_tokens_whatever_the_micro_batch(team
 
 def test_gradient_accumulation_gives_the_update_of_one_big_batch(team):
     batch = uneven_batch(team, TWO_TASKS, LENGTHS)
-    whole, whole_after = run_update(team, batch, estimator="grpo", micro_batch_size=4)
+    whole, whole_gradient = run_update(team, batch, estimator="grpo", micro_batch_size=4)
     for micro in (1, 3):
-        split, split_after = run_update(team, batch, estimator="grpo", micro_batch_size=micro)
+        split, split_gradient = run_update(team, batch, estimator="grpo", micro_batch_size=micro)
         assert split.grad_norm == pytest.approx(whole.grad_norm, rel=1e-4)
-        assert same_gradient(whole_after, split_after), f"micro-batches of {micro}"
-    assert whole.grad_norm > 0 and any(bool(g.abs().sum() > 0) for g in whole_after)
+        assert same_gradient(whole_gradient, split_gradient), f"micro-batches of {micro}"
+    assert whole.grad_norm > 0 and any(bool(g.abs().sum() > 0) for g in whole_gradient)
 
 
 @pytest.mark.parametrize("estimator", ["grpo", "rloo"])
@@ -180,13 +194,13 @@ def test_group_baselines_compare_samples_of_the_same_task_only(team, estimator):
     """Adding a constant to one task's rewards changes nothing: each task is its own baseline."""
     batch = uneven_batch(team, TWO_TASKS, LENGTHS)
     shifted = uneven_batch(team, [(t, r + 3.0 if t == "task-b" else r) for t, r in TWO_TASKS], LENGTHS)
-    plain, plain_after = run_update(team, batch, estimator=estimator)
-    moved, moved_after = run_update(team, shifted, estimator=estimator)
+    plain, plain_gradient = run_update(team, batch, estimator=estimator)
+    moved, moved_gradient = run_update(team, shifted, estimator=estimator)
     assert moved.reward == pytest.approx(plain.reward + 1.5)
     assert moved.advantage == pytest.approx(plain.advantage, abs=1e-6)
     assert moved.policy_loss == pytest.approx(plain.policy_loss, abs=1e-6)
     assert moved.grad_norm == pytest.approx(plain.grad_norm, rel=1e-5)
-    assert same_gradient(plain_after, moved_after)
+    assert same_gradient(plain_gradient, moved_gradient)
 
 
 def test_reward_scale_multiplies_the_rewards_the_advantages_are_computed_from(team):
@@ -205,58 +219,41 @@ def test_log_probs_recorded_under_tempered_sampling_are_not_taken_for_the_policy
     """A tempered or nucleus distribution is not the policy: the update recomputes the old log-probs."""
     batch = uneven_batch(team, TWO_TASKS, LENGTHS, **sampling)
     assert not any(s.generation.from_policy for s in batch)
-    recorded, recorded_after = run_update(team, batch, estimator="grpo", recompute_old_logprobs=False)
-    recomputed, recomputed_after = run_update(team, batch, estimator="grpo", recompute_old_logprobs=True)
+    recorded, recorded_gradient = run_update(team, batch, estimator="grpo", recompute_old_logprobs=False)
+    recomputed, recomputed_gradient = run_update(team, batch, estimator="grpo", recompute_old_logprobs=True)
     assert recorded.entropy == pytest.approx(recomputed.entropy, abs=1e-5)
     assert recorded.kl_to_reference == pytest.approx(recomputed.kl_to_reference, abs=1e-6)
     assert recorded.approx_kl == pytest.approx(0.0, abs=1e-6)  # the ratio starts at 1: old = current policy
-    assert same_gradient(recorded_after, recomputed_after)
+    assert same_gradient(recorded_gradient, recomputed_gradient)
 
 
 def test_each_optimiser_step_moves_the_schedule_and_leaves_no_gradient_behind(team):
     batch = uneven_batch(team, TWO_TASKS, LENGTHS)
-    parameters = team.trainable_parameters("data_engineer")
-    initial = [p.detach().clone() for p in parameters]
     optimisation = Optimisation(team, OptimConfig(lr=1e-2, warmup_ratio=0.5, min_lr_ratio=0.1), total_updates=4)
     rates = []
-    try:
+    with adapter_put_back(team, "data_engineer") as parameters:
         for step in range(3):
             stats = update(team, optimisation, batch, AlgorithmConfig(estimator="grpo"), mask_truncated=False, seed=step)
             rates.append(stats["data_engineer"].learning_rate)
             assert all(p.grad is None for p in parameters)  # the next step's gradient starts from nothing
-    finally:
-        with torch.no_grad():
-            for parameter, value in zip(parameters, initial):
-                parameter.copy_(value)
     assert rates == pytest.approx([1e-2 * cosine_with_warmup(k, 4, 0.5, 0.1) for k in (1, 2, 3)])
 
 
 def test_several_updates_per_step_use_every_action_once(team):
     batch = uneven_batch(team, TWO_TASKS, LENGTHS)
     seen = []
-    original = team.completion_logprobs
-
-    def spying(model, prompts, completions):
-        if torch.is_grad_enabled():
-            seen.extend(tuple(c) for c in completions)
-        return original(model, prompts, completions)
-
-    team.completion_logprobs = spying
-    try:
+    with watching_logprob_calls(team, seen):
         stats, _ = run_update(team, batch, estimator="grpo", updates_per_step=2, micro_batch_size=1)
-    finally:
-        del team.completion_logprobs
-    assert sorted(seen) == sorted(tuple(s.generation.completion_ids) for s in batch)
+    trained = [c for grad, completions in seen if grad for c in completions]
+    assert sorted(trained) == sorted(tuple(s.generation.completion_ids) for s in batch)
     assert stats.actions == 4
 
 
 def test_the_kl_to_the_reference_is_measured_against_the_frozen_base(team):
     """Once an adapter has moved, ``kl_to_reference`` is the token mean of log π − log π_base, computed here."""
     batch = uneven_batch(team, TWO_TASKS, LENGTHS)
-    parameters = team.trainable_parameters("data_engineer")
-    initial = [p.detach().clone() for p in parameters]
     noise = torch.Generator().manual_seed(0)
-    try:
+    with adapter_put_back(team, "data_engineer") as parameters:
         with torch.no_grad():
             for parameter in parameters:  # LoRA's B starts at 0: the adapter now differs from the base
                 parameter.add_(0.05 * torch.randn(parameter.shape, generator=noise))
@@ -270,9 +267,5 @@ def test_the_kl_to_the_reference_is_measured_against_the_frozen_base(team):
             with team.reference() as reference:
                 base, _ = team.completion_logprobs(reference, prompts, completions)
         expected = float(((policy - base) * mask).sum() / mask.sum())
-    finally:
-        with torch.no_grad():
-            for parameter, value in zip(parameters, initial):
-                parameter.copy_(value)
     assert abs(expected) > 1e-3
     assert stats.kl_to_reference == pytest.approx(expected, rel=1e-3)

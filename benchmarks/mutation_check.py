@@ -235,7 +235,8 @@ def run_mutant(mutant: Mutant, tree: Path, timeout_s: float) -> tuple[str, float
     if proc.returncode == 0:
         return "survived", seconds, ""
     failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, flags=re.M)
-    return "killed", seconds, failed[0] if failed else proc.stdout.strip().splitlines()[-1:][0] if proc.stdout.strip() else ""
+    last_lines = proc.stdout.strip().splitlines()[-1:]  # e.g. a collection error's summary
+    return "killed", seconds, (failed or last_lines or [""])[0]
 
 
 def _environment(tree: Path) -> dict[str, str]:

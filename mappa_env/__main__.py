@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mappa_env.tasks.task import SPLITS
+
 COACH_HELP = "receipts, auto, openai:<model> or hf:<path-or-id>"
 
 
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--policy", default="scripted",
                     help="scripted, a faulty team (buggy-missing-x-test, ...), openai:<model> or hf:<path-or-id> (default: scripted)")
     ev.add_argument("--env", default="dsbench-v0", help="environment id (default: dsbench-v0)")
-    ev.add_argument("--split", default="heldout", choices=["train", "heldout", "all"], help="task split (default: heldout)")
+    ev.add_argument("--split", default="heldout", choices=SPLITS, help="task split (default: heldout)")
     ev.add_argument("--suite", default=None, help="task suite: builtin (default), dsbench, user, or a task directory")
     ev.add_argument("--suite-root", default=None, help="data root for --suite dsbench / user")
     ev.add_argument("--episodes", type=int, default=None, help="number of episodes (default: one per task of the split)")
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ls = sub.add_parser("list", help="list registered environments, or the tasks of a split")
     ls.add_argument("what", choices=["envs", "tasks"])
-    ls.add_argument("--split", default="all", choices=["train", "heldout", "all"])
+    ls.add_argument("--split", default="all", choices=SPLITS)
 
     sb = sub.add_parser("sandbox", help="set up sandbox backends (build the docker image)",
                         description="Set up what a sandbox backend needs on this machine.")

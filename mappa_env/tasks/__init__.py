@@ -32,12 +32,11 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from mappa_env.tasks.task import ANSWERS_FILE, PUBLIC_FILES, Task
+from mappa_env.tasks.task import ANSWERS_FILE, PUBLIC_FILES, SPLITS, SplitSelection, Task
 
 SUITES = ("builtin", "dsbench", "user")
-SPLITS = ("train", "heldout", "all")
 
-__all__ = ["ANSWERS_FILE", "PUBLIC_FILES", "SPLITS", "SUITES", "Task", "ensure_materialized", "get_task", "load_tasks"]
+__all__ = ["ANSWERS_FILE", "PUBLIC_FILES", "SPLITS", "SUITES", "SplitSelection", "Task", "ensure_materialized", "get_task", "load_tasks"]
 
 
 def load_tasks(suite: str | Path = "builtin", split: str = "all", **kwargs) -> list[Task]:

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 TaskType = Literal["classification", "regression"]
+#: The split a task belongs to.
 Split = Literal["train", "heldout"]
+#: The splits an environment, an evaluation or a training run may select: a task's split, or every task.
+SplitSelection = Literal["train", "heldout", "all"]
+SPLITS: tuple[str, ...] = get_args(SplitSelection)
 
 #: Files every task's public directory holds, in the order they are listed to agents.
 PUBLIC_FILES = ("train.csv", "test.csv", "sample_submission.csv")
@@ -69,5 +73,5 @@ class Task:
             raise ValueError(
                 f"task {self.id!r}: task_type must be 'classification' or 'regression', got {self.task_type!r}"
             )
-        if self.split not in ("train", "heldout"):
+        if self.split not in get_args(Split):
             raise ValueError(f"task {self.id!r}: split must be 'train' or 'heldout', got {self.split!r}")

@@ -35,10 +35,11 @@ import json
 import shutil
 import tomllib
 from pathlib import Path
+from typing import get_args
 
 from mappa_env.tasks.cache import atomic_directory, tasks_dir
 from mappa_env.tasks.describe import standard_sections
-from mappa_env.tasks.task import ANSWERS_FILE, PUBLIC_FILES, Task
+from mappa_env.tasks.task import ANSWERS_FILE, PUBLIC_FILES, Split, Task
 
 SUITE = "user"
 SUITE_VERSION = "user-v1"
@@ -91,7 +92,7 @@ def read_manifest(task_dir: Path) -> dict:
         raise ValueError(f"{source}: task_type must be 'classification' or 'regression', got {task_type!r}")
     if manifest["metric"] not in METRICS[task_type]:
         raise ValueError(f"{source}: metric {manifest['metric']!r} does not fit {task_type}; use one of {METRICS[task_type]}")
-    if manifest.get("split", "train") not in ("train", "heldout"):
+    if manifest.get("split", "train") not in get_args(Split):
         raise ValueError(f"{source}: split must be 'train' or 'heldout', got {manifest['split']!r}")
     return manifest
 

@@ -48,8 +48,7 @@ from pettingzoo.utils import wrappers
 from mappa_env.envs.dsbench.grader import grade_submission
 from mappa_env.envs.dsbench.roles import ROLES
 from mappa_env.envs.pipeline import PipelineEnv, check_engine_kwargs
-
-SPLITS = ("train", "heldout", "all")
+from mappa_env.tasks.task import SPLITS
 
 
 class DSBenchEnv(PipelineEnv):

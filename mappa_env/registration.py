@@ -11,7 +11,6 @@ Every id is also registered in PettingZoo's own registry as ``mappa/<id>``, so
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import re
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from mappa_env.arguments import accepted_parameters, did_you_mean, reject_unknown
 from mappa_env.error import RegistrationError, UnregisteredEnv
 
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*(?:-[a-z0-9_]+)*-v\d+$")
@@ -93,8 +93,7 @@ def spec(env_id: str) -> EnvSpec:
     try:
         return _registry[env_id]
     except KeyError:
-        close = difflib.get_close_matches(env_id, list(_registry), n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(env_id, _registry, n=3, cutoff=0.4)
         raise UnregisteredEnv(
             f"no environment registered as {env_id!r}.{hint} Registered ids: {', '.join(sorted(_registry))}."
         ) from None
@@ -117,16 +116,7 @@ def _check_kwargs(env_id: str, factory: Callable[..., Any], kwargs: Mapping[str,
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return  # the factory validates its own **kwargs (see PipelineEnv's check_engine_kwargs)
-    reject_unknown_kwargs(env_id, kwargs, [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL])
-
-
-def reject_unknown_kwargs(env_id: str, kwargs: Mapping[str, Any], accepted: list[str]) -> None:
-    """Raise ValueError naming the closest accepted argument for the first unknown keyword."""
-    for name in kwargs:
-        if name not in accepted:
-            close = difflib.get_close_matches(name, accepted, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{env_id} has no argument {name!r}.{hint} Accepted arguments: {', '.join(accepted)}.")
+    reject_unknown(env_id, kwargs, accepted_parameters(factory, exclude=()))
 
 
 def _register_with_pettingzoo(spec: EnvSpec) -> None:

@@ -16,11 +16,11 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from typing import Any
 
+from mappa_env.arguments import accepted_parameters, reject_unknown
 from mappa_env.coach.base import Coach, CoachRequest, RoleInfo, SyncCoach, Verdict
 from mappa_env.coach.receipts import ReceiptsCoach, quality_cap
 
@@ -76,10 +76,7 @@ def _auto(kwargs: dict[str, Any]) -> Coach:
 
 def _construct(cls: type, spec: str, kwargs: dict[str, Any]) -> Coach:
     """``cls(<name after the prefix>, **kwargs)``, refusing unknown options with the list of valid ones."""
-    accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "model", "path")]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"coach {spec!r} has no option(s) {', '.join(unknown)}; valid coach_kwargs: {', '.join(accepted)}")
+    reject_unknown(f"coach {spec!r} (coach_kwargs)", kwargs, accepted_parameters(cls, exclude=("self", "model", "path")))
     return cls(spec.split(":", 1)[1], **kwargs)
 
 

@@ -37,14 +37,13 @@ from typing import Any, Literal
 import numpy as np
 from pettingzoo import AECEnv
 
+from mappa_env.envs.rewards import REWARD_MODES, RewardMode
 from mappa_env.coach import Coach, CoachRequest, RoleInfo, Verdict, make_coach
 from mappa_env.sandbox import BACKENDS, Sandbox, make_sandbox
 from mappa_env.sandbox.bwrap import require_bwrap
 from mappa_env.spaces import UnicodeText
 from mappa_env.text import extract_python_blocks, format_size, strip_thinking, truncate_middle
 
-RewardMode = Literal["process", "outcome", "mixed"]
-REWARD_MODES = ("process", "outcome", "mixed")
 MAX_INVENTORY_FILES = 2000  # a runaway program can create millions of files; list only this many
 
 
@@ -565,7 +564,7 @@ def check_engine_kwargs(env_id: str, kwargs: Mapping[str, Any], own: Sequence[st
     """Raise ValueError for a keyword argument neither the engine nor the team (``own``) accepts."""
     import inspect
 
-    from mappa_env.registration import reject_unknown_kwargs
+    from mappa_env.arguments import reject_unknown as reject_unknown_kwargs
 
     engine = [p for p in inspect.signature(PipelineEnv.__init__).parameters if p != "self"]
     reject_unknown_kwargs(env_id, kwargs, [*own, *engine])
@@ -576,7 +575,7 @@ def _check_sandbox_kwargs(kwargs: Mapping[str, Any], backend: str = "local") -> 
     here, at construction rather than at reset."""
     import inspect
 
-    from mappa_env.registration import reject_unknown_kwargs
+    from mappa_env.arguments import reject_unknown as reject_unknown_kwargs
     from mappa_env.sandbox import LocalSandbox
 
     if "timeout_s" in kwargs:

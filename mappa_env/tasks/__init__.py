@@ -29,9 +29,9 @@ Cache root: ``$MAPPA_CACHE_DIR``, else ``$XDG_CACHE_HOME/mappa``, else ``~/.cach
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
+from mappa_env.arguments import did_you_mean
 from mappa_env.tasks.task import ANSWERS_FILE, PUBLIC_FILES, SPLITS, SplitSelection, Task
 
 SUITES = ("builtin", "dsbench", "user")
@@ -84,6 +84,9 @@ def _load_suite(suite: str | Path, kwargs: dict) -> list[Task]:
 
         if kwargs:
             raise ValueError(f"a user task path takes no options, got {sorted(kwargs)}")
+        if not Path(suite).expanduser().is_dir():
+            raise ValueError(f"task suite {str(suite)!r} is neither a suite name ({', '.join(SUITES)}) nor an existing "
+                             "task directory; pass one of the names, or the path of a task directory (or of a directory of them)")
         return load_user_tasks(suite)
     raise ValueError(f"unknown task suite {suite!r}; valid: {list(SUITES)} or a path to a user task directory")
 
@@ -98,9 +101,7 @@ def get_task(task_id: str, suite: str | Path = "builtin", **kwargs) -> Task:
     if task_id in short:
         return short[task_id]
     candidates = list(by_id) if "/" in task_id else list(short)
-    close = difflib.get_close_matches(task_id, candidates, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"no task {task_id!r} in suite {str(suite)!r}{hint}")
+    raise ValueError(f"no task {task_id!r} in suite {str(suite)!r}.{did_you_mean(task_id, candidates, n=3, cutoff=0.5)}")
 
 
 def ensure_materialized(task: Task) -> Task:

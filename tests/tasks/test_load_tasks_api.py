@@ -23,8 +23,8 @@ def test_dsbench_requires_root():
 
 
 def test_get_task_suggests_close_ids():
-    with pytest.raises(ValueError, match="did you mean 'penguin-species'"):
+    with pytest.raises(ValueError, match="Did you mean 'penguin-species'"):
         get_task("penguin-specie")
-    with pytest.raises(ValueError, match="did you mean 'builtin/penguin-species'"):
+    with pytest.raises(ValueError, match="Did you mean 'builtin/penguin-species'"):
         get_task("builtin/penguin-specie")
     assert get_task("penguin-species").id == get_task("builtin/penguin-species").id == "builtin/penguin-species"

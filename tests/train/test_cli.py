@@ -22,6 +22,23 @@ def test_bad_settings_are_refused_before_any_work_with_how_to_fix(capsys, tmp_pa
     assert "run.steps: expected an integer, got 'two'" in capsys.readouterr().err
 
 
+def test_an_unknown_option_is_a_short_error_naming_the_closest_valid_ones(capsys):
+    assert main(["--algorithm.name", "nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "See python -m mappa_train --help." in err
+    assert "unknown option --algorithm.name: algorithm has no field 'name'. Fields: estimator, kl_coef" in err
+    assert main(["--algo.estimator", "grpo"]) == 2
+    assert "unknown section 'algo'. Did you mean 'algorithm'?" in capsys.readouterr().err
+    assert main(["--optim.lrr=3"]) == 2
+    assert "optim has no field 'lrr'. Did you mean 'lr'?" in capsys.readouterr().err
+    assert main(["--print-confg"]) == 2
+    assert "unknown option --print-confg. Did you mean '--print-config'?" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # argparse's own errors come with the short usage line only
+        main(["--run.steps"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 2 and "expected one argument" in err
+
+
 def test_print_config_shows_the_resolved_settings(capsys):
     assert main(["--config", "tiny", "--algorithm.estimator", "rloo", "--rollout.samples_per_task", "2", "--print-config"]) == 0
     out = capsys.readouterr().out

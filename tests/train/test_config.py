@@ -6,7 +6,17 @@ import argparse
 
 import pytest
 
-from mappa_train.config import ConfigError, TrainConfig, add_arguments, load_config, overrides_from_args
+from mappa_env.envs.rewards import REWARD_MODES
+from mappa_env.tasks.task import SPLITS
+from mappa_train.config import (
+    SHADOWED_ENV_KWARGS,
+    ConfigError,
+    TrainConfig,
+    add_arguments,
+    apply_threads,
+    load_config,
+    overrides_from_args,
+)
 
 
 def parse(*argv: str) -> TrainConfig:
@@ -43,8 +53,8 @@ def test_every_problem_is_reported_at_once_with_a_fix(tmp_path):
     with pytest.raises(ConfigError) as info:
         TrainConfig.from_yaml(bad)
     message = str(info.value)
-    assert "unknown section 'optm'; did you mean 'optim'?" in message
-    assert "optim has no field 'lrr'; did you mean 'lr'?" in message
+    assert "unknown section 'optm'. Did you mean 'optim'?" in message  # mappa_env.arguments.did_you_mean's wording
+    assert "optim has no field 'lrr'. Did you mean 'lr'?" in message
     assert "run.steps: expected an integer, got 'two'" in message
 
     with pytest.raises(ConfigError) as info:
@@ -70,3 +80,48 @@ def test_flat_view_names_every_setting_once():
     flat = TrainConfig().flat()
     assert flat["algorithm.estimator"] == "reinforce_pp" and flat["optim.betas"] == [0.9, 0.95]
     assert len(flat) == sum(len(v) for v in TrainConfig().to_dict().values())
+
+
+def test_fixed_vocabularies_come_from_the_modules_that_own_them_and_reach_validation_and_help():
+    assert parse("--env.reward_mode", "mixed", "--eval.split", "all").env.reward_mode == "mixed"  # every mode the env has
+    with pytest.raises(ConfigError) as info:
+        parse("--env.split", "test", "--env.reward_mode", "outcom", "--model.dtype", "fp16", "--env.sandbox", "dockr")
+    message = str(info.value)
+    assert f"env.split 'test': use {', '.join(SPLITS[:-1])} or {SPLITS[-1]}." in message
+    assert f"env.reward_mode 'outcom': use {', '.join(REWARD_MODES[:-1])} or {REWARD_MODES[-1]}. Did you mean 'outcome'?" in message
+    assert "model.dtype 'fp16': use auto, float32, bfloat16 or float16." in message
+    assert "env.sandbox 'dockr': use local, unisolated or docker. Did you mean 'docker'?" in message
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    usage = parser.format_help()
+    assert "--env.reward_mode {" + ",".join(REWARD_MODES) + "}" in usage and "--eval.split {" + ",".join(SPLITS) + "}" in usage
+    assert "--policy.topology {shared,lora,separate}" in usage
+
+
+def test_env_kwargs_may_not_shadow_the_settings_the_trainer_passes_itself():
+    assert set(SHADOWED_ENV_KWARGS) == {"split", "coach", "coach_kwargs", "reward_mode", "sandbox", "exec_timeout_s"}
+    shadowing = {"split": "heldout", "coach": "receipts", "coach_kwargs": {}, "reward_mode": "outcome", "sandbox": "docker",
+                 "exec_timeout_s": 5}
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict({"env": {"kwargs": shadowing}}).validate()
+    message = str(info.value)
+    assert "env.kwargs['split']: set env.split (or eval.split for evaluation) instead" in message
+    for key in ("coach", "coach_kwargs", "reward_mode", "sandbox", "exec_timeout_s"):
+        assert f"env.kwargs[{key!r}]: set env.{key} instead" in message
+    assert TrainConfig.from_dict({"env": {"kwargs": {"outcome_weight": 0.3}}}).validate().env.kwargs == {"outcome_weight": 0.3}
+
+
+def test_run_threads_is_validated_and_sets_torchs_intra_op_threads():
+    torch = pytest.importorskip("torch", reason="mappa_train needs torch (installed by the README's test line)")
+    with pytest.raises(ConfigError, match=r"run.threads must be >= 0 \(0: torch's default\), got -1"):
+        parse("--run.threads", "-1")
+    before = torch.get_num_threads()
+    try:
+        apply_threads(parse("--run.threads", "0"))
+        assert torch.get_num_threads() == before
+        wanted = 2 if before == 1 else 1
+        apply_threads(parse("--run.threads", str(wanted)))
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)

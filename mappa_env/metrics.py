@@ -1,7 +1,9 @@
 """Metrics: per-task scores, the constant baseline, DSBench's relative performance gap, fair aggregates.
 
-Everything here is plain numpy + pandas so that importing this module stays light (no sklearn, no torch).
-The functions are pure and unit-tested on hand-computed values (``tests/test_metrics.py``).
+The per-task scores are sklearn's (``sklearn.metrics``), imported inside the functions that compute them so
+that importing this module stays light (numpy only: no sklearn, no torch); the label normalisation, the
+undefined values, the baseline, the RPG and the fair aggregates are ours. The functions are pure and
+unit-tested on hand-computed values (``tests/test_metrics.py``).
 
 Conventions
 -----------
@@ -131,35 +133,50 @@ def _check_same_length(y_true: Sequence, y_pred: Sequence) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Classification metrics
 # ----------------------------------------------------------------------------------------------------
+#
+# The scores themselves are sklearn's; what is ours is the contract around them. Where sklearn's default
+# differs, it is mapped here, before sklearn is called:
+#
+# - no rows: sklearn raises ValueError ("Found empty input array"); we return NaN (undefined, not a bug);
+# - labels: sklearn compares raw values (1 != "1.0"); we pass it normalised strings (normalize_label);
+# - F1 of a class never true nor predicted: sklearn's zero_division="warn" gives 0 with an
+#   UndefinedMetricWarning; we pass zero_division=0, which gives the same 0 without the warning;
+# - binary F1: sklearn's average="binary" raises when there are more than two labels (a binary task
+#   answered with an unseen label, the F1 of one class of a multiclass truth) or two without pos_label;
+#   we score the binary problem "is the positive label / is not", which has the same tp, fp and fn for
+#   that class, with pos_label=True;
+# - ROC-AUC with one class in y_true: older sklearn raises ValueError, recent sklearn (1.9) warns
+#   UndefinedMetricWarning and returns NaN; we return NaN without calling it, on every version;
+# - non-finite scores or targets: sklearn raises its own ValueError; we raise ours first, naming the input.
+#
+# sklearn is imported inside the functions, not at the top: importing this module (and mappa_env) stays
+# light; only grading pays for sklearn.
 
 
 def accuracy(y_true: Sequence, y_pred: Sequence) -> float:
     """Share of predictions equal to the truth (normalised labels). NaN when there are no rows."""
+    from sklearn.metrics import accuracy_score
+
     _check_same_length(y_true, y_pred)
     if len(y_true) == 0:
         return NAN
-    return float(np.mean(normalize_labels(y_true) == normalize_labels(y_pred)))
-
-
-def _per_class_f1(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """F1 of every class in the union of ``true`` and ``pred`` in one pass.
-
-    F1 = 2tp / (2tp + fp + fn), and 2tp + fp + fn = (times the class is true) + (times it is predicted);
-    sklearn's ``zero_division=0`` gives 0 when that sum is 0.
-    """
-    true_counts, pred_counts = Counter(true), Counter(pred)
-    hits = Counter(t for t, p in zip(true, pred) if t == p)
-    classes = set(true_counts) | set(pred_counts)
-    return {c: 2 * hits[c] / (true_counts[c] + pred_counts[c]) for c in classes}
+    return float(accuracy_score(normalize_labels(y_true), normalize_labels(y_pred)))
 
 
 def f1_binary(y_true: Sequence, y_pred: Sequence, positive_label: Any) -> float:
-    """F1 of ``positive_label`` (sklearn ``average='binary'``, ``zero_division=0``). NaN with no rows."""
+    """F1 of ``positive_label`` (sklearn ``average='binary'``, ``zero_division=0``). NaN with no rows.
+
+    Any other labels, however many, count as "not positive": a binary task answered with an unseen label,
+    or the F1 of one class of a multiclass truth, is defined (see the mapping above).
+    """
+    from sklearn.metrics import f1_score
+
     _check_same_length(y_true, y_pred)
     if len(y_true) == 0:
         return NAN
-    f1_by_class = _per_class_f1(normalize_labels(y_true), normalize_labels(y_pred))
-    return f1_by_class.get(normalize_label(positive_label), 0.0)  # never true nor predicted: 0/0 -> 0
+    positive = normalize_label(positive_label)
+    is_true, is_predicted = normalize_labels(y_true) == positive, normalize_labels(y_pred) == positive
+    return float(f1_score(is_true, is_predicted, pos_label=True, average="binary", zero_division=0))
 
 
 def f1_macro(y_true: Sequence, y_pred: Sequence) -> float:
@@ -168,42 +185,27 @@ def f1_macro(y_true: Sequence, y_pred: Sequence) -> float:
     The classes are the union of the labels in ``y_true`` and ``y_pred`` (sklearn's default), so a
     predicted label that never occurs in the truth adds a class with F1 0. NaN when there are no rows.
     """
+    from sklearn.metrics import f1_score
+
     _check_same_length(y_true, y_pred)
     if len(y_true) == 0:
         return NAN
-    f1_by_class = _per_class_f1(normalize_labels(y_true), normalize_labels(y_pred))
-    return float(np.mean([f1_by_class[c] for c in sorted(f1_by_class)]))  # sorted: a deterministic sum order
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties given their average rank."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(len(values), dtype=float)
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2 + 1  # mean of ranks start+1 .. end+1
-        start = end + 1
-    return ranks
+    return float(f1_score(normalize_labels(y_true), normalize_labels(y_pred), average="macro", zero_division=0))
 
 
 def roc_auc(y_true: Sequence, scores: Sequence, positive_label: Any) -> float:
-    """Area under the ROC curve of ``scores`` for ``positive_label`` (Mann-Whitney U, ties averaged).
+    """Area under the ROC curve of ``scores`` for ``positive_label`` (ties count one half).
 
-    NaN when ``y_true`` holds only one class (the AUC is undefined; sklearn raises).
+    Every label other than ``positive_label`` is a negative, so the problem is always binary for sklearn,
+    whatever the labels. NaN when ``y_true`` holds only one class (the AUC is undefined; see above).
     """
+    from sklearn.metrics import roc_auc_score
+
     _check_same_length(y_true, scores)
     is_positive = normalize_labels(y_true) == normalize_label(positive_label)
-    n_pos = int(is_positive.sum())
-    n_neg = len(is_positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if is_positive.all() or not is_positive.any():  # also no rows
         return NAN
-    ranks = _average_ranks(_as_float_array(scores, "ROC-AUC scores"))
-    u_statistic = ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2
-    return float(u_statistic / (n_pos * n_neg))
+    return float(roc_auc_score(is_positive, _as_float_array(scores, "ROC-AUC scores")))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -213,20 +215,25 @@ def roc_auc(y_true: Sequence, scores: Sequence, positive_label: Any) -> float:
 
 def rmse(y_true: Sequence, y_pred: Sequence) -> float:
     """Root mean squared error. NaN when there are no rows; ValueError on non-finite values."""
+    # sqrt of sklearn's MSE rather than root_mean_squared_error, which needs sklearn >= 1.4 (we allow 1.3).
+    from sklearn.metrics import mean_squared_error
+
     _check_same_length(y_true, y_pred)
     if len(y_true) == 0:
         return NAN
-    diff = _as_float_array(y_true, "y_true") - _as_float_array(y_pred, "y_pred")
-    return float(np.sqrt(np.mean(diff**2)))
+    truth, predicted = _as_float_array(y_true, "y_true"), _as_float_array(y_pred, "y_pred")
+    return float(np.sqrt(mean_squared_error(truth, predicted)))
 
 
 def mae(y_true: Sequence, y_pred: Sequence) -> float:
     """Mean absolute error. NaN when there are no rows; ValueError on non-finite values."""
+    from sklearn.metrics import mean_absolute_error
+
     _check_same_length(y_true, y_pred)
     if len(y_true) == 0:
         return NAN
-    diff = _as_float_array(y_true, "y_true") - _as_float_array(y_pred, "y_pred")
-    return float(np.mean(np.abs(diff)))
+    truth, predicted = _as_float_array(y_true, "y_true"), _as_float_array(y_pred, "y_pred")
+    return float(mean_absolute_error(truth, predicted))
 
 
 def rmse_pct_of_range(rmse_value: float, target_range: float | None) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -92,13 +93,52 @@ def test_f1_macro_counts_predicted_unknown_label_as_a_class():
     assert f1_macro(["a", "a", "b"], ["a", "z", "b"]) == pytest.approx(5 / 9)
 
 
-def test_f1_macro_matches_sklearn_on_random_labels():
-    metrics = pytest.importorskip("sklearn.metrics")
+def _f1_by_counting(truth, pred, label) -> float:
+    """F1 = 2tp / (2tp + fp + fn) from the definition, independent of sklearn; 0 when never true nor predicted."""
+    tp = sum(t == label and p == label for t, p in zip(truth, pred))
+    fp = sum(t != label and p == label for t, p in zip(truth, pred))
+    fn = sum(t == label and p != label for t, p in zip(truth, pred))
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+
+
+def test_f1_matches_the_definition_on_random_labels():
     rng = np.random.default_rng(0)
     truth = rng.choice(["x", "y", "z"], size=200)
     pred = rng.choice(["x", "y", "z", "w"], size=200)
-    expected = metrics.f1_score(truth, pred, average="macro", zero_division=0)
+    expected = np.mean([_f1_by_counting(truth, pred, c) for c in ("w", "x", "y", "z")])
     assert f1_macro(truth, pred) == pytest.approx(expected)
+    assert f1_binary(truth, pred, positive_label="y") == pytest.approx(_f1_by_counting(truth, pred, "y"))
+
+
+def test_f1_binary_of_one_class_among_several():
+    # sklearn's average="binary" refuses more than two labels; F1 of one class is still defined.
+    # TRUE_ABC vs PRED_ABC, class a: tp 1, fp 0, fn 2 -> 2/4
+    assert f1_binary(TRUE_ABC, PRED_ABC, positive_label="a") == pytest.approx(1 / 2)
+    # a binary task answered once with an unseen label "2": tp 2 (rows 0, 4), fp 1 (row 2), fn 1 (row 1)
+    assert f1_binary([1, 1, 0, 0, 1], [1, "2", 1, 0, 1], positive_label=1) == pytest.approx(2 / 3)
+
+
+def test_f1_of_an_absent_positive_label_is_zero():
+    # two labels, neither of them the positive one: sklearn's average="binary" would raise
+    assert f1_binary(["a", "b", "a"], ["a", "b", "b"], positive_label="c") == 0.0
+
+
+def test_values_the_contract_defines_raise_no_sklearn_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an UndefinedMetricWarning would fail here
+        assert f1_binary([0, 0, 0], [0, 0, 0], positive_label="1") == 0.0
+        assert f1_binary(["a", "b"], ["a", "a"], positive_label="c") == 0.0
+        assert f1_macro(["a", "a", "b"], ["a", "z", "b"]) == pytest.approx(5 / 9)
+        assert math.isnan(roc_auc([1, 1, 1], [0.2, 0.5, 0.9], positive_label="1"))
+        assert math.isnan(roc_auc([0, 0], [0.2, 0.5], positive_label="1"))
+        assert constant_baseline_score("classification", "f1", ["a"], TRUE_ABC, positive_label="b") == 0.0
+
+
+def test_no_rows_is_nan_for_every_metric():
+    for metric in (accuracy, f1_macro, rmse, mae):
+        assert math.isnan(metric([], [])), metric.__name__
+    assert math.isnan(f1_binary([], [], positive_label="1"))
+    assert math.isnan(roc_auc([], [], positive_label="1"))
 
 
 def test_roc_auc_hand_computed_with_tie():
@@ -107,12 +147,25 @@ def test_roc_auc_hand_computed_with_tie():
     assert roc_auc([1, 0, 1, 0, 1], [0.9, 0.4, 0.4, 0.2, 0.6], positive_label="1") == pytest.approx(11 / 12)
 
 
-def test_roc_auc_matches_sklearn_on_random_scores():
-    metrics = pytest.importorskip("sklearn.metrics")
+def test_roc_auc_matches_the_pair_definition_on_random_scores():
+    # AUC = P(a positive outscores a negative) + P(tie) / 2, over every (positive, negative) pair
     rng = np.random.default_rng(1)
     truth = rng.integers(0, 2, size=300)
     scores = np.round(rng.random(300), 1)  # rounding makes many ties
-    assert roc_auc(truth, scores, positive_label=1) == pytest.approx(metrics.roc_auc_score(truth, scores))
+    pos, neg = scores[truth == 1][:, None], scores[truth == 0][None, :]
+    expected = np.mean((pos > neg) + 0.5 * (pos == neg))
+    assert roc_auc(truth, scores, positive_label=1) == pytest.approx(expected)
+
+
+def test_roc_auc_is_one_class_against_the_rest():
+    # truth [a, b, c, a], scores of a [0.9, 0.8, 0.1, 0.7]: positives 0.9, 0.7 vs negatives 0.8, 0.1;
+    # 0.9 beats both, 0.7 beats 0.1 only -> 3 of 4 pairs
+    assert roc_auc(["a", "b", "c", "a"], [0.9, 0.8, 0.1, 0.7], positive_label="a") == pytest.approx(3 / 4)
+
+
+def test_roc_auc_refuses_non_finite_scores():
+    with pytest.raises(ValueError, match="ROC-AUC scores must be finite"):
+        roc_auc([1, 0], [0.5, float("nan")], positive_label="1")
 
 
 def test_roc_auc_single_class_is_nan():

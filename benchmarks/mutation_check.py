@@ -161,8 +161,9 @@ MUTANTS = [
            "the reward curve averages unscored actions in as 0"),
     Mutant("S1", "mappa_train/sampler.py", "\"draws\": self.draws}", "\"draws\": 0}", SAMPLER,
            "a restored sampler rotates its rounding differently"),
-    Mutant("S2", "mappa_train/sampler.py", "random.Random(f\"{self.seed}:{kind}:{self.passes[kind]}\").shuffle(order)",
-           "random.Random(f\"{self.seed}:{kind}\").shuffle(order)", SAMPLER, "every pass visits the tasks in the same order"),
+    Mutant("S2", "mappa_train/sampler.py", "random.Random(derive(self.seed, TASK_ORDER, kind, self.passes[kind])).shuffle(order)",
+           "random.Random(derive(self.seed, TASK_ORDER, kind)).shuffle(order)", SAMPLER,
+           "every pass visits the tasks in the same order"),
     Mutant("G1", "mappa_train/config.py", "need(a.estimator == \"reinforce_pp\" or r.samples_per_task >= 2,",
            "need(True,", CONFIG, "GRPO with one sample per task is accepted (advantages all 0)"),
     # ------------------------------------------------------------------ the grader and the rewards

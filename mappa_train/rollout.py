@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mappa_train import seeding
 from mappa_train.policy import Generation, TeamModel
 
 FIRST_GRACE_S = 5.0  # how long the first batch of a rollout waits for episodes still resetting
@@ -153,6 +154,9 @@ def collect(
     ``envs`` are AEC environments of the same team; their number is the number of episodes in flight.
     ``on_episode`` is called (in the main thread) as each episode finishes, e.g. to advance a progress bar,
     and ``on_generate`` after each batched generation call with the running times (actions so far).
+    ``seed`` is the root of the generation calls' seeds (the n-th call gets ``derive(seed, GENERATE_CALL, n)``):
+    with one environment the actions depend on nothing else; with several, which episodes share a call
+    depends on how fast each steps (thread timing), and so do the sampled actions.
     """
     if not envs:
         raise ValueError("collect needs at least one environment")
@@ -204,7 +208,8 @@ def collect(
                 continue
             requests = [(ep.request[0], team.encode_prompt(ep.request[1])) for ep in ready]
             begin = time.perf_counter()
-            generations = team.generate(requests, temperature=temperature, top_p=top_p, seed=seed * 1_000_003 + calls)
+            generations = team.generate(requests, temperature=temperature, top_p=top_p,
+                                        seed=seeding.derive(seed, seeding.GENERATE_CALL, calls))
             times.generation_s += time.perf_counter() - begin
             times.generate_calls += 1
             calls += 1

@@ -14,12 +14,14 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from mappa_train.seeding import TASK_ORDER, derive
+
 
 class TaskSampler:
     """Draws task ids for each step; deterministic given the seed and the step."""
 
     def __init__(self, tasks: Sequence[tuple[str, str]], *, stratify: bool = True, seed: int = 0):
-        """``tasks``: ``(task_id, task_type)`` pairs of the training split."""
+        """``tasks``: ``(task_id, task_type)`` pairs of the training split; ``seed``: the root of the pass shuffles."""
         if not tasks:
             raise ValueError("the training split has no tasks")
         self.stratify = stratify
@@ -55,7 +57,7 @@ class TaskSampler:
     def _take(self, kind: str) -> str:
         if not self.orders[kind]:
             order = list(self.pools[kind])
-            random.Random(f"{self.seed}:{kind}:{self.passes[kind]}").shuffle(order)
+            random.Random(derive(self.seed, TASK_ORDER, kind, self.passes[kind])).shuffle(order)
             self.orders[kind] = order
             self.passes[kind] += 1
         return self.orders[kind].pop()

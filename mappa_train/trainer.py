@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mappa_train import checkpoint
+from mappa_train import checkpoint, seeding
 from mappa_train.config import TrainConfig
 from mappa_train.learner import GroupStats, Optimisation, update
 from mappa_train.policy import TeamModel, export, group_state_dict, load_group_state_dict
@@ -82,11 +82,11 @@ def train(config: TrainConfig) -> Path:
         for step in range(start_step, config.run.steps):
             # ---------------------------------------------------------------- collect
             task_ids = sampler.next(config.rollout.tasks_per_step)
-            specs = [EpisodeSpec(task_id, seed=config.run.seed * 100_003 + step * 1_009 + i)
+            specs = [EpisodeSpec(task_id, seed=seeding.derive(config.run.seed, seeding.EPISODE, step, i))
                      for i, task_id in enumerate(t for t in task_ids for _ in range(config.rollout.samples_per_task))]
             progress.set_description(f"step {step + 1}/{config.run.steps}: collecting")
             episodes, times = collect(team, envs, specs, temperature=config.model.temperature, top_p=config.model.top_p,
-                                      seed=config.run.seed * 7919 + step,
+                                      seed=seeding.derive(config.run.seed, seeding.ROLLOUT, step),
                                       on_generate=lambda t: progress.set_postfix(actions=t.actions))
             samples = [s for e in episodes for s in e.samples]
 
@@ -94,7 +94,7 @@ def train(config: TrainConfig) -> Path:
             progress.set_description(f"step {step + 1}/{config.run.steps}: updating")
             began = time.perf_counter()
             group_stats = update(team, optimisation, samples, config.algorithm, mask_truncated=config.rollout.mask_truncated,
-                                 seed=config.run.seed + step)
+                                 seed=seeding.derive(config.run.seed, seeding.UPDATE, step))
             update_s = time.perf_counter() - began
 
             # ---------------------------------------------------------------- log
@@ -261,12 +261,14 @@ def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any,
         task_ids = [t.id for t in envs[0].unwrapped.tasks]
         count = config.eval.episodes or len(task_ids)
         envs += make_envs(config, coach, split=config.eval.split, count=min(count, config.rollout.envs_in_flight) - 1)
-        specs = [EpisodeSpec(task_ids[i % len(task_ids)], seed=config.run.seed + i) for i in range(count)]
+        # no step in these seeds: every evaluation plays the same episodes, so they differ by the model only
+        specs = [EpisodeSpec(task_ids[i % len(task_ids)], seed=seeding.derive(config.run.seed, seeding.EVAL_EPISODE, i))
+                 for i in range(count)]
         bar = _progress(count, f"evaluating on {config.eval.split} ({'before training' if step == 0 else f'step {step}'})",
                         unit="episode", enabled=config.run.progress)
         episodes, _ = collect(team, envs, specs, temperature=config.model.eval_temperature, top_p=1.0,
-                              seed=config.run.seed, on_episode=lambda _: bar.update(1),
-                              on_generate=lambda t: bar.set_postfix(actions=t.actions))
+                              seed=seeding.derive(config.run.seed, seeding.EVAL_ROLLOUT),
+                              on_episode=lambda _: bar.update(1), on_generate=lambda t: bar.set_postfix(actions=t.actions))
     finally:
         for env in envs:
             env.close()

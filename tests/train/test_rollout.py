@@ -86,3 +86,26 @@ def test_an_environment_that_drops_a_reward_is_refused():
 
     with pytest.raises(RuntimeError, match="must hold one entry per action"):
         collect(LedgerTeam(), [Forgetful()], [EpisodeSpec("ledger/a", seed=0)], temperature=1.0)
+
+
+def test_each_generation_call_gets_its_own_seed_derived_from_the_rollouts():
+    from mappa_train.seeding import GENERATE_CALL, derive
+
+    class SeedRecordingTeam(LedgerTeam):
+        def __init__(self):
+            super().__init__()
+            self.seeds = []
+
+        def generate(self, requests, *, temperature, top_p=1.0, seed=None):
+            self.seeds.append(seed)
+            return super().generate(requests, temperature=temperature, top_p=top_p, seed=seed)
+
+    seeds = {}
+    for rollout_seed in (3, 4):
+        team = SeedRecordingTeam()
+        collect(team, [LedgerEnv()], SPECS[:2], temperature=1.0, seed=rollout_seed)
+        seeds[rollout_seed] = team.seeds
+        assert team.seeds == [derive(rollout_seed, GENERATE_CALL, n) for n in range(len(team.seeds))]
+    # one episode in flight: one call per action
+    assert len(seeds[3]) == sum(sum(PLANS[s.task_id].values()) for s in SPECS[:2])
+    assert not set(seeds[3]) & set(seeds[4])  # another rollout seed, other streams (seed * k + calls could meet)

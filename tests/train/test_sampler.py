@@ -45,3 +45,11 @@ def test_a_restored_sampler_draws_what_the_original_would_have():
     assert [restored.next(16) for _ in range(4)] == [original.next(16) for _ in range(4)]
     with pytest.raises(ValueError, match="same env.split"):
         TaskSampler([("x", "multiclass")]).load_state_dict(state)
+
+
+def test_the_shuffles_come_from_the_seed():
+    def draws(seed):
+        sampler = TaskSampler(TASKS, seed=seed)
+        return [sampler.next(16) for _ in range(8)]
+
+    assert draws(5) == draws(5) and draws(5) != draws(6)

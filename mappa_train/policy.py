@@ -11,7 +11,9 @@ Three topologies (``policy.topology``):
 A *parameter group* is what one optimiser trains: the agent's name for ``lora`` and ``separate``,
 ``"shared"`` for ``shared``. Generation is batched per group (one ``generate`` call per adapter or
 model, not one per episode) and records, for every action, the exact prompt token ids, the generated
-token ids and their sampling log-probabilities: training uses exactly those tokens.
+token ids and their sampling log-probabilities: training uses exactly those tokens. A turn ends at any
+of the checkpoint's end-of-turn tokens (:func:`end_of_turn_ids`), and sampling with a seed draws each
+group's own stream (:mod:`mappa_train.seeding`) without touching torch's global random state.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import torch
 
+from mappa_train import seeding
 from mappa_train.config import ModelConfig, PolicyConfig
 
 SHARED = "shared"
@@ -40,7 +43,8 @@ class Generation:
         prompt_ids: the exact tokens the model was conditioned on.
         completion_ids: the generated tokens (end-of-turn token included when generated; no padding).
         sampling_logprobs: log-probability of each generated token under the sampling distribution.
-        truncated: True when generation stopped at ``max_new_tokens`` without an end-of-turn token.
+        truncated: True when generation stopped at ``max_new_tokens`` without an end-of-turn token
+            (any of :attr:`TeamModel.stop_ids`).
         text: the decoded completion (special tokens removed), which is what the environment receives.
         from_policy: True when the sampling distribution was the policy itself (temperature 1, top-p 1),
             so that ``sampling_logprobs`` are the acting policy's log-probabilities of the tokens.
@@ -104,15 +108,18 @@ def _tiny_random_model(tokenizer: Any, *, seed: int, dtype: torch.dtype) -> torc
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeding.torch_rng(seed):  # initialised on the CPU, from the seed alone
         model = LlamaForCausalLM(config)
     return model.to(dtype)
 
 
 # ---------------------------------------------------------------------- the team
 class TeamModel:
-    """The parameters of every agent under one topology, with batched generation and log-probabilities."""
+    """The parameters of every agent under one topology, with batched generation and log-probabilities.
+
+    ``seed`` is the root of the initialisation streams (``tiny-random``'s weights, the LoRA adapters):
+    see :mod:`mappa_train.seeding`. ``stop_ids`` are the token ids that end a turn.
+    """
 
     def __init__(self, agents: Sequence[str], model_config: ModelConfig, policy_config: PolicyConfig, *, seed: int = 0):
         if not agents:
@@ -122,12 +129,13 @@ class TeamModel:
         self.agents = list(agents)
         self.topology = policy_config.topology
         self.model_config = model_config
-        self.tokenizer, base = load_tokenizer_and_model(model_config, seed=seed)
+        self.tokenizer, base = load_tokenizer_and_model(model_config, seed=seeding.derive(seed, seeding.MODEL_INIT))
+        self.stop_ids = end_of_turn_ids(self.tokenizer, base.generation_config)
         base.generation_config = _plain_generation_config(base.generation_config)
         self.tokenizer.padding_side = "left"
         self.device = next(base.parameters()).device
         if self.topology == "lora":
-            self._peft = _with_adapters(base, policy_config, self.agents, seed,
+            self._peft = _with_adapters(base, policy_config, self.agents, seeding.derive(seed, seeding.ADAPTER_INIT),
                                         checkpointing=model_config.gradient_checkpointing)
             self._models: dict[str, torch.nn.Module] = {}
             self._reference: torch.nn.Module | None = None
@@ -198,7 +206,11 @@ class TeamModel:
                  max_new_tokens: int | None = None, seed: int | None = None) -> list[Generation]:
         """Generate one action per ``(agent, prompt_ids)``: one batched call per parameter group.
 
-        ``temperature=0`` decodes greedily. Results come back in the order of ``requests``.
+        ``temperature=0`` decodes greedily. Results come back in the order of ``requests``. With a
+        ``seed``, each group samples from its own stream of it (``derive(seed, GROUP, group)``), in a
+        forked random state: the same seed gives the same actions, groups with the same weights still
+        draw different ones, and the caller's torch random state is left as it was. Without one,
+        sampling draws from torch's global random state.
         """
         max_new_tokens = max_new_tokens or self.model_config.max_new_tokens
         by_group: dict[str, list[int]] = {}
@@ -206,14 +218,17 @@ class TeamModel:
             by_group.setdefault(self.group_of(agent), []).append(index)
         results: list[Generation | None] = [None] * len(requests)
         for group, indices in by_group.items():
-            if seed is not None:
-                torch.manual_seed(seed)
-            with self.acting(group) as model:
+            with self.acting(group) as model, self._sampling_rng(seed, group):
                 model.eval()
                 batch = [requests[i] for i in indices]
                 for index, generation in zip(indices, self._generate_batch(model, batch, temperature, top_p, max_new_tokens)):
                     results[index] = generation
         return results  # type: ignore[return-value]
+
+    def _sampling_rng(self, seed: int | None, group: str) -> contextlib.AbstractContextManager:
+        if seed is None:
+            return contextlib.nullcontext()
+        return seeding.torch_rng(seeding.derive(seed, seeding.GROUP, group), self.device)
 
     def _generate_batch(self, model: torch.nn.Module, batch: Sequence[tuple[str, list[int]]], temperature: float,
                         top_p: float, max_new_tokens: int) -> list[Generation]:
@@ -231,7 +246,7 @@ class TeamModel:
             {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         out = model.generate(
             input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), max_new_tokens=max_new_tokens,
-            pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, output_scores=True,
+            pad_token_id=pad, eos_token_id=list(self.stop_ids), output_scores=True,
             return_dict_in_generate=True, **sampling,
         )
         new_tokens = out.sequences[:, width:].cpu()
@@ -239,11 +254,12 @@ class TeamModel:
         step_logprobs = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in out.scores], dim=1).cpu()
         chosen = step_logprobs.gather(-1, new_tokens[:, : step_logprobs.shape[1], None]).squeeze(-1)
         generations = []
+        stops = set(self.stop_ids)
         for row, (agent, ids) in enumerate(batch):
             tokens = new_tokens[row].tolist()
             length, ended = len(tokens), False
             for position, token in enumerate(tokens):
-                if token == self.tokenizer.eos_token_id:
+                if token in stops:
                     length, ended = position + 1, True
                     break
             completion = tokens[:length]
@@ -289,6 +305,20 @@ class TeamModel:
         return out, mask
 
 
+def end_of_turn_ids(tokenizer: Any, generation_config: Any) -> tuple[int, ...]:
+    """The token ids that end a turn: the tokenizer's EOS, then every id of ``generation_config.eos_token_id``.
+
+    Chat checkpoints often end a turn with another token than their EOS (Llama 3's ``<|eot_id|>``) and
+    declare it, with others, in their generation config (an int or a list: several Qwen and Gemma
+    checkpoints list two or three). Stopping at the tokenizer's EOS alone would run past the turn and
+    mark the action truncated.
+    """
+    declared = getattr(generation_config, "eos_token_id", None)
+    declared = [] if declared is None else [declared] if isinstance(declared, int) else list(declared)
+    ids = [tokenizer.eos_token_id, *declared]
+    return tuple(dict.fromkeys(int(i) for i in ids if i is not None))
+
+
 def _plain_generation_config(checkpoint: Any) -> Any:
     """A generation config with the checkpoint's special tokens and none of its sampling defaults.
 
@@ -315,8 +345,7 @@ def _with_adapters(base: torch.nn.Module, policy_config: PolicyConfig, agents: S
     base.requires_grad_(False)
     if checkpointing:
         base.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input when the base is frozen
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeding.torch_rng(seed, next(base.parameters()).device):  # the adapters are initialised where the base is
         model = get_peft_model(base, lora, adapter_name=agents[0])
         for agent in agents[1:]:
             model.add_adapter(agent, lora)

@@ -76,6 +76,65 @@ def test_an_action_that_ends_its_turn_keeps_the_end_of_turn_token_it_is_trained_
         hook.remove()
 
 
+def saved_tiny_random(directory, **generation_config):
+    """A tiny-random checkpoint in ``directory`` whose generation_config.json holds ``generation_config``."""
+    from transformers import GenerationConfig
+
+    from mappa_train.policy import load_tokenizer_and_model
+
+    tokenizer, model = load_tokenizer_and_model(ModelConfig(path="tiny-random", dtype="float32", device="cpu"))
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+    model.generation_config = GenerationConfig(**{**special, **generation_config})
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+@pytest.mark.parametrize("declared", ["list", "int"])
+def test_a_turn_ends_at_every_end_of_turn_token_the_checkpoint_declares(tmp_path, declared):
+    """Qwen-style: the tokenizer's EOS is <|im_end|>, and generation_config also lists <|endoftext|> (or only it).
+
+    The model prefers <|endoftext|>: each action must stop there, end with it and not count as truncated.
+    """
+    tokenizer = saved_tiny_random(tmp_path)
+    eos, other = tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert other != eos
+    saved_tiny_random(tmp_path, eos_token_id=[eos, other] if declared == "list" else other)
+    subject = team("separate", path=str(tmp_path))
+    assert subject.stop_ids == (eos, other)
+    model = subject._models["modeler"]
+
+    def likes_the_other_stop(module, inputs, logits):
+        logits[..., other] += 11.0
+        return logits
+
+    hook = model.lm_head.register_forward_hook(likes_the_other_stop)
+    try:
+        prompt = subject.encode_prompt(MESSAGES)
+        generations = subject.generate([("modeler", prompt)] * 8, temperature=1.0, seed=1)
+        assert any(len(g.completion_ids) > 1 for g in generations)  # some stop later than the first token
+        for generation in generations:
+            assert not generation.truncated and generation.completion_ids[-1] == other
+            assert other not in generation.completion_ids[:-1] and eos not in generation.completion_ids
+            assert len(generation.sampling_logprobs) == len(generation.completion_ids)
+    finally:
+        hook.remove()
+
+
+def test_end_of_turn_ids_are_the_tokenizers_eos_and_every_declared_one_once():
+    from types import SimpleNamespace
+
+    from mappa_train.policy import end_of_turn_ids
+
+    tokenizer = SimpleNamespace(eos_token_id=2)
+    assert end_of_turn_ids(tokenizer, SimpleNamespace(eos_token_id=None)) == (2,)
+    assert end_of_turn_ids(tokenizer, SimpleNamespace(eos_token_id=2)) == (2,)
+    assert end_of_turn_ids(tokenizer, SimpleNamespace(eos_token_id=128009)) == (2, 128009)
+    assert end_of_turn_ids(tokenizer, SimpleNamespace(eos_token_id=[1, 2, 106])) == (2, 1, 106)
+    assert end_of_turn_ids(tokenizer, SimpleNamespace()) == (2,)
+
+
 def test_log_probs_of_a_batch_with_prompts_of_different_lengths_equal_each_row_alone(lora_team):
     prompt = lora_team.encode_prompt(MESSAGES)
     prompts, completions = [prompt, prompt[7:], prompt[2:]], [[11, 12, 13], [14], [15, 16, 17, 18, 19]]
@@ -115,6 +174,37 @@ def test_greedy_generation_is_deterministic(lora_team):
     prompt = lora_team.encode_prompt(MESSAGES)
     first = lora_team.generate([("analyst", prompt)], temperature=0)[0]
     assert lora_team.generate([("analyst", prompt)], temperature=0)[0].completion_ids == first.completion_ids
+
+
+def test_seeded_generation_leaves_the_callers_random_state_as_it_was(lora_team):
+    prompt = lora_team.encode_prompt(MESSAGES)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    lora_team.generate([("data_engineer", prompt), ("analyst", prompt)], temperature=1.0, seed=5)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_the_same_seed_gives_the_same_actions_whatever_the_global_random_state(lora_team):
+    prompt = lora_team.encode_prompt(MESSAGES)
+    requests = [("data_engineer", prompt), ("analyst", prompt)]
+    torch.manual_seed(1)
+    first = [g.completion_ids for g in lora_team.generate(requests, temperature=1.0, seed=5)]
+    torch.manual_seed(2)
+    again = [g.completion_ids for g in lora_team.generate(requests, temperature=1.0, seed=5)]
+    other = [g.completion_ids for g in lora_team.generate(requests, temperature=1.0, seed=6)]
+    assert again == first and other != first
+
+
+def test_each_parameter_group_samples_its_own_stream_of_the_seed(lora_team):
+    """Adapters start equal (LoRA B = 0): with one random stream for all, every agent would say the same."""
+    prompt = lora_team.encode_prompt(MESSAGES)
+    for agent in ("data_engineer", "analyst"):  # untouched by the other tests: still the base
+        lora_b = [p for name, p in lora_team._peft.named_parameters() if f"lora_B.{agent}." in name]
+        assert lora_b and not any(bool(p.any()) for p in lora_b)
+    first, second = lora_team.generate([("data_engineer", prompt), ("analyst", prompt)], temperature=1.0, seed=5)
+    assert first.completion_ids != second.completion_ids
+    alone = lora_team.generate([("analyst", prompt)], temperature=1.0, seed=5)[0]
+    assert alone.completion_ids == second.completion_ids  # a group's stream does not depend on who else acts
 
 
 @pytest.mark.parametrize("topology", ["lora", "separate"])

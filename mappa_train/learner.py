@@ -7,20 +7,28 @@ Per group (an agent, or ``shared``):
 2. take the old policy's log-probabilities of exactly the recorded tokens (those recorded while sampling
    when the sampling distribution was the policy itself, else a forward pass), compute the reference
    model's, and the advantages (:mod:`mappa_train.algorithms`) over the group's whole batch;
-3. split the batch into ``updates_per_step`` mini-batches; each is one optimiser step, accumulated over
+3. split the batch into ``updates_per_step`` mini-batches (shuffled by the group's own stream of the
+   update's seed, :mod:`mappa_train.seeding`); each is one optimiser step, accumulated over
    micro-batches of ``micro_batch_size`` actions, with a token-level mean over the whole mini-batch,
    gradient clipping and a learning-rate schedule step.
+
+The schedule keeps time in update slots, not in optimiser steps: every group's scheduler advances
+``updates_per_step`` times per update, also for a mini-batch left empty (fewer actions than
+``updates_per_step``) or a group with no usable action, so that every agent's learning rate follows
+the one schedule over ``total_updates`` that the run was configured with.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from mappa_train import seeding
 from mappa_train.algorithms import advantages_for, masked_mean, policy_loss
 from mappa_train.config import AlgorithmConfig, OptimConfig
 from mappa_train.policy import TeamModel
@@ -83,11 +91,16 @@ class GroupStats:
 
 def update(team: TeamModel, optimisation: Optimisation, samples: Sequence[ActionSample], config: AlgorithmConfig, *,
            mask_truncated: bool, seed: int) -> dict[str, GroupStats]:
-    """Update every parameter group on its agents' samples; groups without usable samples are left as they are."""
+    """Update every parameter group on its agents' samples; groups without usable samples are left as they are.
+
+    Their learning-rate schedule still advances, as every group's does once per update slot. ``seed`` is
+    the root of the groups' mini-batch shuffles (``derive(seed, MINIBATCH, group)``).
+    """
     stats = {}
     for group in team.groups:
         mine = [s for s in samples if team.group_of(s.agent) == group]
-        stats[group] = _update_group(team, optimisation, group, mine, config, mask_truncated=mask_truncated, seed=seed)
+        stats[group] = _update_group(team, optimisation, group, mine, config, mask_truncated=mask_truncated,
+                                     seed=seeding.derive(seed, seeding.MINIBATCH, group))
     return stats
 
 
@@ -100,6 +113,8 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
         usable = [s for s in usable if not s.generation.truncated]
     stats.actions = len(usable)
     if not usable:
+        for _ in range(config.updates_per_step):
+            _advance_schedule(optimisation.schedulers[group])
         return stats
 
     prompts = [s.generation.prompt_ids for s in usable]
@@ -108,6 +123,7 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
         [s.generation.sampling_logprobs for s in usable]
     old, ref, mask = _logprobs_without_grad(team, group, prompts, completions, config.micro_batch_size, recorded)
     rewards = torch.tensor([s.reward * config.reward_scale for s in usable], dtype=torch.float32)
+    # a task's samples at the same turn of the agent: similar prompts, not one prompt (algorithms.py says why)
     group_ids = [(s.task_id, s.agent, s.action_index) for s in usable]
     advantages = advantages_for(config.estimator, rewards=rewards, mask=mask, logprobs=old, ref_logprobs=ref,
                                 group_ids=group_ids, kl_coef=config.kl_coef, gamma=config.gamma)
@@ -123,11 +139,15 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
     order = list(range(len(usable)))
     random.Random(seed).shuffle(order)
     minibatches = [order[i:: config.updates_per_step] for i in range(config.updates_per_step)]
-    losses, clips, kls, norms = [], [], [], []
+    losses, clips, kls, norms = [], [], [], []  # losses: one per mini-batch that trained
     with team.acting(group) as model:
         model.train()
-        for minibatch in (m for m in minibatches if m):
+        for minibatch in minibatches:
+            if not minibatch:  # fewer actions than updates_per_step: no optimiser step, but the slot passes
+                _advance_schedule(scheduler)
+                continue
             tokens_in_minibatch = mask[minibatch].sum().clamp(min=1.0)
+            minibatch_loss = 0.0
             for start in range(0, len(minibatch), config.micro_batch_size):
                 rows = minibatch[start: start + config.micro_batch_size]
                 logprobs, micro_mask = team.completion_logprobs(model, [prompts[i] for i in rows], [completions[i] for i in rows])
@@ -136,7 +156,7 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
                                      micro_mask, clip_eps=config.clip_eps)
                 share = micro_mask.sum() / tokens_in_minibatch.to(micro_mask.device)  # token mean over the mini-batch
                 (result.loss * share).backward()
-                losses.append(result.loss.item() * share.item())
+                minibatch_loss += result.loss.item() * share.item()
                 clips.append(result.clip_fraction.item())
                 kls.append(result.approx_kl.item())
             parameters = team.trainable_parameters(group)
@@ -145,12 +165,21 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-    stats.policy_loss = sum(losses) / len(minibatches)
+            losses.append(minibatch_loss)
+    stats.policy_loss = sum(losses) / len(losses)
     stats.clip_fraction = sum(clips) / len(clips)
     stats.approx_kl = sum(kls) / len(kls)
     stats.grad_norm = sum(norms) / len(norms) if norms else float("nan")
     stats.learning_rate = scheduler.get_last_lr()[0]
     return stats
+
+
+def _advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """One schedule step for an update slot that had nothing to train on."""
+    with warnings.catch_warnings():
+        # torch warns when a schedule moves before its optimiser ever stepped: here that is the intent
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+        scheduler.step()
 
 
 @torch.no_grad()

@@ -115,7 +115,7 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
 
 
 # ---------------------------------------------------------------------- the glue between samples and the loss
-def run_update(team, batch, *, agent="data_engineer", mask_truncated=False, **algorithm):
+def run_update(team, batch, *, agent="data_engineer", mask_truncated=False, lr=1e-2, **algorithm):
     """One update of ``agent``'s group on ``batch``: its stats and the gradient it summed over its micro-batches.
 
     The group's parameters are put back afterwards. The gradient, not the parameters after the step, is
@@ -131,7 +131,7 @@ def run_update(team, batch, *, agent="data_engineer", mask_truncated=False, **al
         gradients = [torch.zeros_like(p) for p in parameters]
         hooks = [p.register_hook(summing_into(total)) for p, total in zip(parameters, gradients)]
         try:
-            optimisation = Optimisation(team, OptimConfig(lr=1e-2, warmup_ratio=0.0), total_updates=1)
+            optimisation = Optimisation(team, OptimConfig(lr=lr, warmup_ratio=0.0), total_updates=1)
             stats = update(team, optimisation, batch, AlgorithmConfig(**algorithm), mask_truncated=mask_truncated, seed=0)
         finally:
             for hook in hooks:
@@ -237,6 +237,45 @@ def test_each_optimiser_step_moves_the_schedule_and_leaves_no_gradient_behind(te
             rates.append(stats["data_engineer"].learning_rate)
             assert all(p.grad is None for p in parameters)  # the next step's gradient starts from nothing
     assert rates == pytest.approx([1e-2 * cosine_with_warmup(k, 4, 0.5, 0.1) for k in (1, 2, 3)])
+
+
+def test_the_logged_loss_is_the_mean_over_the_mini_batches_that_trained(team):
+    """REINFORCE++ without KL on actions of 2, 8, 5 and 3 tokens, worked out by hand; lr 0 keeps the ratio at 1.
+
+    Every token of an action carries its reward whitened over the batch's 18 tokens, so a mini-batch of
+    one action has minus that as its loss. Six update slots for four actions leave two mini-batches
+    empty: the logged loss is still the mean over the four that trained, as with four slots.
+    """
+    batch = uneven_batch(team, TWO_TASKS, LENGTHS)
+    rewards = [reward for _, reward in TWO_TASKS]
+    mean = sum(r * n for r, n in zip(rewards, LENGTHS)) / sum(LENGTHS)
+    std = (sum(n * (r - mean) ** 2 for r, n in zip(rewards, LENGTHS)) / sum(LENGTHS)) ** 0.5
+    expected = -sum((r - mean) / std for r in rewards) / len(rewards)
+    assert expected == pytest.approx(0.3675, abs=1e-4)
+    for slots in (4, 6):
+        stats, _ = run_update(team, batch, estimator="reinforce_pp", kl_coef=0.0, updates_per_step=slots, lr=0.0)
+        assert stats.policy_loss == pytest.approx(expected, rel=1e-3), f"{slots} update slots"
+
+
+def test_every_agents_schedule_moves_once_per_update_slot_whatever_it_had_to_train_on(team, recwarn):
+    """Three slots per step: data_engineer fills them, modeler's one action leaves two mini-batches empty and
+    analyst has no usable action. All three schedules follow the run's: three slots a step, six in all."""
+    batch = (uneven_batch(team, TWO_TASKS, LENGTHS)
+             + uneven_batch(team, TWO_TASKS[:1], LENGTHS[:1], agent="modeler")
+             + samples_for(team, "analyst", [None, None]))
+    optimisation = Optimisation(team, OptimConfig(lr=1e-2, warmup_ratio=0.5, min_lr_ratio=0.1), total_updates=6)
+    with adapter_put_back(team, "data_engineer"), adapter_put_back(team, "modeler"):
+        for step in range(2):
+            stats = update(team, optimisation, batch, AlgorithmConfig(updates_per_step=3), mask_truncated=False,
+                           seed=step)
+            slots = 3 * (step + 1)
+            assert {g: s.last_epoch for g, s in optimisation.schedulers.items()} == {g: slots for g in team.groups}
+            expected = 1e-2 * cosine_with_warmup(slots, 6, 0.5, 0.1)
+            assert stats["data_engineer"].learning_rate == pytest.approx(expected)
+            assert stats["modeler"].learning_rate == pytest.approx(expected)
+            assert optimisation.schedulers["analyst"].get_last_lr()[0] == pytest.approx(expected)
+    assert stats["analyst"].actions == 0 and stats["modeler"].actions == 1
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]  # skipping a slot is no mistake
 
 
 def test_several_updates_per_step_use_every_action_once(team):

@@ -6,7 +6,8 @@ Conventions, shared by every function here:
   tokens and 0 on padding (and on tokens left out of the loss, e.g. a completion cut at the length
   limit);
 * ``rewards`` holds one scalar per action (the coach's process score, or the episode outcome);
-* ``group_ids`` says which actions answer the same prompt (``grpo``/``rloo``: the n samples of a task);
+* ``group_ids`` says which actions are each other's baseline (``grpo``/``rloo``); the learner groups
+  by ``(task, agent, action_index)``, which is only approximately "the same prompt" (see below);
 * a batch is one agent's actions: normalisation "per agent" is the caller calling these once per agent.
 
 Nothing here touches a model, an optimiser or a file; every function has a unit test against numbers
@@ -21,6 +22,17 @@ is the advantage of each token, whitened over all tokens of the batch.
 ``grpo``: one advantage per action, ``(r − mean(group)) / (std(group) + eps)``, broadcast to its tokens.
 
 ``rloo``: one advantage per action, ``r − mean(other actions of the group)``, broadcast to its tokens.
+
+The groups of ``grpo`` and ``rloo`` are an approximation in a multi-turn episode. Both estimators
+assume a group's actions answer one prompt. The n samples of a task share the prompt of an agent's
+first action only; its k-th action (``action_index`` k) is conditioned on everything before it in its
+own episode (teammates' replies, execution output), so the k-th actions of a task's samples answer
+similar prompts, not the same one. Grouping by the exact prompt ids would leave nearly every
+later-turn group with one member, hence advantage 0: no turn after an agent's first would be
+learned from. So the learner groups by ``(task, agent, action_index)``: turn k is compared with the
+other samples' turn k of the same task. The price is a baseline that also credits an action for the
+history it was reached from (a turn after a better start looks better); ``reinforce_pp``, whose
+baseline is the whole batch, makes no such claim.
 
 All three feed :func:`policy_loss`, the PPO-clip surrogate with a token-level mean.
 """

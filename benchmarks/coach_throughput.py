@@ -18,6 +18,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from mappa_env.coach import CoachRequest, OpenAICoach, RoleInfo
+from mappa_env.records import StepRecord
 from mappa_env.envs.dsbench.roles import ROLES
 
 
@@ -60,11 +61,11 @@ def requests(n: int) -> list[CoachRequest]:
     team = tuple(RoleInfo(r.name, r.consumes, r.produces) for r in ROLES)
     return [
         CoachRequest(
-            env_id="dsbench-v0", task_id=f"bench/{i}", task_type="regression", role="modeler",
-            role_instructions="train a model", team=team, task_description="Predict the price.",
-            observation="### user\n" + "context " * 300, action="```python\nfit()\n```", code="fit()",
-            action_index=0, ends_stage=False, status="ok", stdout="done", stderr="", error="",
-            workspace_before={}, workspace_after={"model.pkl": 100}, files_changed=("model.pkl",),
+            env_id="dsbench-v0", task_id=f"bench/{i}", task_type="regression", role_instructions="train a model",
+            team=team, task_description="Predict the price.", observation="### user\n" + "context " * 300,
+            step=StepRecord(agent="modeler", action_index=0, action="```python\nfit()\n```", code="fit()", status="ok",
+                            stdout="done", workspace_after={"model.pkl": 100}, files_changed=("model.pkl",),
+                            ends_stage=False),
         )
         for i in range(n)
     ]

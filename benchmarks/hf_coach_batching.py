@@ -46,7 +46,7 @@ def main() -> None:
     baseline = None
     for size in args.batch_sizes:
         coach = HFCoach(model, cache_dir=None, force_score_line=True, max_new_tokens=args.max_new_tokens,
-                        batch_size=size, max_output_chars=400, max_observation_chars=1200)
+                        batch_size=size, max_observation_chars=1200)
         coach.score(requests(1)[0])  # warm up outside the timed part
         rate, mean_batch = actions_per_second(coach, requests(args.requests))
         coach.close()

@@ -50,7 +50,10 @@ GRADER = ["tests/test_grader.py"]
 RECEIPTS = ["tests/coach/test_receipts_coach.py"]
 DSBENCH_REWARD = ["tests/envs/test_dsbench_env.py::test_reward_modes_deliver_one_reward_per_action",
                   "tests/envs/test_dsbench_env.py::test_the_outcome_reward_follows_the_documented_scale"]
-REWARDS = ["tests/envs/test_pipeline_engine.py", "tests/envs/test_dsbench_env.py::test_reward_modes_deliver_one_reward_per_action"]
+WATCH = ["tests/train/test_coach_watch.py::test_the_unscored_watch_warns_counts_and_stops_after_steps_with_nothing_to_train_on",
+         "tests/train/test_coach_watch.py::test_the_bias_watch_runs_over_the_whole_run_and_survives_a_checkpoint"]
+REWARDS = ["tests/envs/test_pipeline_engine.py", "tests/envs/test_rewards.py",
+           "tests/envs/test_dsbench_env.py::test_reward_modes_deliver_one_reward_per_action"]
 
 
 @dataclass(frozen=True)
@@ -211,15 +214,29 @@ MUTANTS = [
            "a majority-class predictor at accuracy 0.7 escapes the cap"),
     Mutant("Q4", "mappa_env/coach/receipts.py", "if f1 is not None and quality >= 0.7 and f1 < 0.3:",
            "if f1 is not None and quality >= 0.7 and f1 <= 0.3:", RECEIPTS, "an F1 of exactly 0.3 is capped"),
-    Mutant("E1", "mappa_env/envs/pipeline.py",
-           "step_rewards = [self._final_reward(step, outcome_reward) for step in self._steps[agent]]",
-           "step_rewards = [self._final_reward(step, outcome_reward) for step in self._steps[agent][::-1]]", REWARDS,
+    Mutant("E1", "mappa_env/envs/pipeline.py", "                for r in records\n            ]",
+           "                for r in records[::-1]\n            ]", REWARDS,
            "the env's step_rewards in reversed action order"),
-    Mutant("E2", "mappa_env/envs/pipeline.py", "        if process is None:\n            return None\n        return (1.0 - self.outcome_weight)",
-           "        if process is None:\n            return 0.0\n        return (1.0 - self.outcome_weight)", REWARDS,
+    Mutant("E2", "mappa_env/envs/rewards.py", "    if process is None or outcome is None:\n        return None",
+           "    if process is None or outcome is None:\n        return 0.0", REWARDS,
            "an unscored action gets 0 in mixed mode"),
-    Mutant("E3", "mappa_env/envs/pipeline.py", "immediate = process * (1.0 - self.outcome_weight if self.reward_mode == \"mixed\" else 1.0)",
-           "immediate = process", REWARDS, "mixed mode pays the full process reward at once and the outcome on top"),
+    Mutant("E3", "mappa_env/envs/rewards.py", "    return process * (1.0 - outcome_weight) if mode == \"mixed\" else process",
+           "    return process", REWARDS, "mixed mode pays the full process reward at once and the outcome on top"),
+    Mutant("E4", "mappa_env/envs/pipeline.py", "            return score\n        return self.reward_calibration(",
+           "            return score\n        return score or self.reward_calibration(", REWARDS,
+           "the reward calibration is ignored"),
+    Mutant("E5", "mappa_env/envs/pipeline.py", "                record.with_verdict(self._score(replace(request, outcome=self._outcome, trajectory=trajectory)))",
+           "                record.with_verdict(self._score(replace(request, outcome=self._outcome)))", REWARDS,
+           "hindsight coaching without the trajectory in view"),
+    Mutant("W1", "mappa_train/coach_watch.py",
+           "        for episode in episodes:\n            success = bool(episode.outcome.get(\"valid\"))",
+           "        self.monitor = BiasMonitor(min_count=self.monitor.min_count, threshold=self.monitor.threshold)\n"
+           "        for episode in episodes:\n            success = bool(episode.outcome.get(\"valid\"))", WATCH,
+           "the bias monitor rebuilt from each step's records instead of running over the run"),
+    Mutant("W2", "mappa_train/trainer.py", "                    bias.load_state_dict(state[\"bias_monitor\"])\n",
+           "", RESUME, "--resume starts the bias monitor afresh"),
+    Mutant("W3", "mappa_train/coach_watch.py", "        self.steps_without_rewards = self.steps_without_rewards + 1 if",
+           "        self.steps_without_rewards = 1 if", WATCH, "steps without rewards are never counted in a row"),
 ]
 
 

@@ -2,7 +2,8 @@
 
 ``evaluate`` plays one episode per task of the split (cycling when ``episodes`` exceeds the number of
 tasks), each with its own seed, and returns every episode's outcome, per-agent coach scores and rewards,
-plus the fair aggregates of :func:`mappa_env.metrics.aggregate_outcomes`.
+plus the summary the environment's scorecard makes of them (:mod:`mappa_env.scorecard`; for ``dsbench-v0``
+the fair aggregates of :func:`mappa_env.metrics.aggregate_outcomes`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mappa_env.metrics import aggregate_outcomes, format_results_table
 from mappa_env.policies import Policy, make_policy
+from mappa_env.records import RECORDS_FORMAT_VERSION, requests_to_json
 from mappa_env.registration import make
 
 
@@ -22,8 +23,10 @@ def run_episode(env: Any, policy: Policy, *, seed: int, task_id: str | None = No
                 record_requests: bool = False) -> dict[str, Any]:
     """Play one episode and return its record: task, outcome, and per agent its step records and rewards.
 
-    With ``record_requests`` the record also holds every coach request (``"coach_requests"``), so the
-    episode can be coached again offline (``python -m mappa_env coach``).
+    With ``record_requests`` the record also holds every step record (``"records"``) and every coach
+    request (``"coach_requests"``, referring to the records by position) under ``"format_version"``
+    :data:`~mappa_env.records.RECORDS_FORMAT_VERSION`, so the episode can be coached again offline
+    (``python -m mappa_env coach``).
     """
     start = time.perf_counter()
     env.reset(seed=seed, options={"task_id": task_id} if task_id else None)
@@ -53,8 +56,11 @@ def run_episode(env: Any, policy: Policy, *, seed: int, task_id: str | None = No
         "agents": agents,
         "duration_s": round(time.perf_counter() - start, 3),
     }
-    if record_requests:
-        record["coach_requests"] = [r.to_dict() for r in env.unwrapped.coach_requests()]
+    if record_requests:  # every record once, and the requests referring to them (mappa_env.records)
+        records = env.unwrapped.step_records()
+        record["format_version"] = RECORDS_FORMAT_VERSION
+        record["records"] = [r.to_dict() for r in records]
+        record["coach_requests"] = requests_to_json(env.unwrapped.coach_requests(), records)
     return record
 
 
@@ -81,7 +87,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate ``policy`` on ``split``: one episode per task by default. Returns episodes and summary.
 
-    The summary holds the fair aggregates (:func:`mappa_env.metrics.aggregate_outcomes`) and, under
+    The summary is the environment scorecard's (``env.unwrapped.scorecard.summarise``) and, under
     ``"coach"``, what coaching cost and how it scored (:func:`summarise_coaching`).
     """
     from tqdm.auto import tqdm
@@ -90,6 +96,7 @@ def evaluate(
     env = make(env_id, split=split, **dict(env_kwargs or {}))
     try:
         tasks = [t.id for t in env.unwrapped.tasks]
+        scorecard = env.unwrapped.scorecard
         n = len(tasks) if episodes is None else episodes
         if n < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -102,8 +109,10 @@ def evaluate(
             bar.set_postfix(success=f"{done}/{len(results)}")
     finally:
         env.close()
-    summary = {**aggregate_outcomes([r["outcome"] for r in results]), "coach": summarise_coaching(results)}
-    return {"policy": team.name, "env_id": env_id, "split": split, "seed": seed, "summary": summary, "episodes": results}
+    summary = {**scorecard.summarise([r["outcome"] for r in results]), "coach": summarise_coaching(results)}
+    return {"policy": team.name, "env_id": env_id, "split": split, "seed": seed, "format_version": RECORDS_FORMAT_VERSION,
+            "summary": summary, "table": scorecard.table([(team.name, summary)]) + "\n\n" + coaching_table(summary["coach"]),
+            "episodes": results}
 
 
 def summarise_coaching(episodes: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -139,6 +148,18 @@ def summarise_coaching(episodes: list[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def coaching_table(coaching: Mapping[str, Any]) -> str:
+    """What the coach did in an evaluation, as markdown: actions scored and unscored (with the reasons)."""
+    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(coaching["unscored_by_reason"].items()))
+    cost = "n/a" if coaching["cost_usd"] is None else f"{coaching['cost_usd']:.4f}"
+    return "\n".join([
+        "| Coach | Actions | Scored | Unscored | Unscored reasons | Cost ($) |",
+        "|---|---:|---:|---:|---|---:|",
+        f"| {', '.join(coaching['coaches']) or '-'} | {coaching['actions']} | {coaching['scored']} | "
+        f"{coaching['unscored']} | {reasons or '-'} | {cost} |",
+    ])
+
+
 def write_results(results: Mapping[str, Any], path: str | Path) -> Path:
     """Write evaluation results as JSON (atomically: a crash never leaves half a file)."""
     path = Path(path)
@@ -150,8 +171,8 @@ def write_results(results: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def results_table(results: Mapping[str, Any]) -> str:
-    """The seed's table for one evaluation."""
-    return format_results_table([(results["policy"], results["summary"])])
+    """The environment's results table (its scorecard's) for one evaluation."""
+    return results["table"]
 
 
 def _json_default(value: Any) -> Any:

@@ -89,7 +89,7 @@ def _convert(gguf: Path, out_dir: Path) -> None:
 
 
 def _default_cache_root() -> Path:
-    from mappa_env.tasks.cache import cache_root
+    from mappa_env.paths import cache_root
 
     return cache_root() / "models"
 

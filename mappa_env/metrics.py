@@ -34,7 +34,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+
 import numpy as np
+
+from mappa_env.scorecard import SUCCESS_RATE, Scorecard, SummaryMetric
 
 #: Metric names a task may declare as its primary metric → True when higher is better.
 HIGHER_IS_BETTER: dict[str, bool] = {
@@ -472,29 +475,23 @@ def aggregate_outcomes(outcomes: Sequence[Mapping]) -> dict[str, Any]:
     }
 
 
-def _fmt(value: float, digits: int, scale: float = 1.0) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value * scale:.{digits}f}"
+#: The published MAPPA results' columns for tabular teams (the ``dsbench-v0`` scorecard's summary).
+TABULAR_SUMMARY_METRICS = (
+    SUCCESS_RATE,
+    SummaryMetric("accuracy_fair", "Accuracy (Fair)"),
+    SummaryMetric("f1_fair", "F1 (Fair)"),
+    SummaryMetric("rmse_fair", "RMSE (Fair) (%)", higher_is_better=False, digits=1),
+    SummaryMetric("rpg", "RPG"),
+)
+#: Every metric a tabular outcome may carry (see docs/environment.md).
+TABULAR_OUTCOME_METRICS = ("accuracy", "f1", "macro_f1", "roc_auc", "rmse", "mae", "rmse_pct_range", "primary",
+                           "baseline", "rpg")
 
 
 def format_results_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     """A markdown table of :func:`aggregate_outcomes` results, one row per (name, aggregate); NaN → ``n/a``.
 
     Columns as in the published MAPPA results: Policy/Run, Episodes, Success Rate (%), Accuracy (Fair),
-    F1 (Fair), RMSE (Fair) (%), RPG.
+    F1 (Fair), RMSE (Fair) (%), RPG (:data:`TABULAR_SUMMARY_METRICS`).
     """
-    lines = [
-        "| Policy/Run | Episodes | Success Rate (%) | Accuracy (Fair) | F1 (Fair) | RMSE (Fair) (%) | RPG |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, agg in rows:
-        cells = [
-            name.replace("|", "\\|"),  # a pipe in a run name would split the row
-            str(agg.get("n_episodes", 0)),
-            _fmt(agg.get("success_rate", NAN), 1, scale=100.0),
-            _fmt(agg.get("accuracy_fair", NAN), 3),
-            _fmt(agg.get("f1_fair", NAN), 3),
-            _fmt(agg.get("rmse_fair", NAN), 1),
-            _fmt(agg.get("rpg", NAN), 3),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return Scorecard(("classification", "regression"), summary_metrics=TABULAR_SUMMARY_METRICS).table(rows)

@@ -42,3 +42,10 @@ class UnicodeText(Text):
             and self.min_length == other.min_length
             and self.max_length == other.max_length
         )
+
+
+def text_observation_space(text_space: UnicodeText | None = None) -> Any:
+    """The observation space of a text team: ``Dict({"text": UnicodeText()})``."""
+    from gymnasium.spaces import Dict
+
+    return Dict({"text": text_space or UnicodeText()})

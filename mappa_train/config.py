@@ -34,6 +34,7 @@ from typing import Any, Literal, get_args
 
 from mappa_env.arguments import did_you_mean
 from mappa_env.envs.rewards import RewardMode
+from mappa_env.sandbox.base import DEFAULT_EXEC_TIMEOUT_S
 from mappa_env.tasks.task import SplitSelection
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -101,7 +102,7 @@ class EnvConfig:
                                      "outcome (outcome_weight in kwargs, default 0.5)")
     sandbox: str = option("local", "local (bubblewrap), docker (a container per agent; python -m mappa_env sandbox "
                           "build-image) or unisolated; limits go in kwargs: {\"sandbox_kwargs\": {...}}")
-    exec_timeout_s: float = option(60.0, "seconds per code execution")
+    exec_timeout_s: float = option(DEFAULT_EXEC_TIMEOUT_S, "seconds per code execution")
     kwargs: dict = option({}, "any other environment argument (JSON on the command line); not the ones above")
 
 
@@ -111,13 +112,27 @@ SHADOWED_ENV_KWARGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(
 
 
 @dataclass
+class CoachWatchConfig:
+    """Watching the coach while the run trains: its bias, and actions it could not score."""
+
+    bias_min_count: int = option(20, "scored actions each side of a comparison needs before the bias monitor can flag it "
+                                 "(or calibrate it)")
+    bias_threshold: float = option(0.5, "smallest gap between task types, in points of 0-10, worth a bias flag")
+    calibrate: bool = option(False, "shift each reward by the running bias monitor's calibration (the gap between task "
+                             "types for comparable outcomes removed); the records keep the coach's raw scores")
+    warn_unscored_share: float = option(0.25, "warn on screen for a step in which more than this share of actions went unscored")
+    stop_after_unscored_steps: int = option(3, "stop with an error after this many consecutive steps with no scored "
+                                            "action to train on (0: never)")
+
+
+@dataclass
 class RolloutConfig:
     """How experience is collected at each step."""
 
     tasks_per_step: int = option(2, "tasks drawn per training step")
     samples_per_task: int = option(1, "episodes per task (grpo/rloo compare them)")
     envs_in_flight: int = option(2, "episodes run concurrently")
-    stratify: bool = option(True, "keep each step's classification/regression balance equal to the split's")
+    stratify: bool = option(True, "keep each step's balance of task types (the env's scorecard) equal to the split's")
     mask_truncated: bool = option(False, "leave completions cut at max_new_tokens out of the loss (off, as in TRL: a cut "
                                    "completion still carries its reward, e.g. a low score for rambling)")
 
@@ -187,6 +202,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    coach_watch: CoachWatchConfig = field(default_factory=CoachWatchConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -251,7 +267,7 @@ class TrainConfig:
             if not condition:
                 problems.append(message)
 
-        from mappa_env.sandbox import BACKENDS  # here: the sandbox package is no business of --help
+        from mappa_env.sandbox import BACKENDS, check_timeout  # here: the sandbox package is no business of --help
 
         for key, value, choices in _vocabulary_settings(self):
             need(value in choices, f"{key} {value!r}: use {_or(choices)}.{did_you_mean(str(value), choices)}")
@@ -274,7 +290,12 @@ class TrainConfig:
         for key in e.kwargs:
             need(key not in SHADOWED_ENV_KWARGS,
                  f"env.kwargs[{key!r}]: set env.{key}{' (or eval.split for evaluation)' if key == 'split' else ''} instead")
-        need(e.exec_timeout_s > 0, "env.exec_timeout_s must be > 0")
+        try:
+            check_timeout(e.exec_timeout_s, "env.exec_timeout_s")
+        except ValueError as exc:
+            problems.append(str(exc))
+        need("reward_calibration" not in e.kwargs, "env.kwargs['reward_calibration']: set coach_watch.calibrate instead "
+             "(the trainer calibrates with its running bias monitor)")
         need(r.tasks_per_step >= 1 and r.samples_per_task >= 1 and r.envs_in_flight >= 1,
              "rollout.tasks_per_step, samples_per_task and envs_in_flight must be >= 1")
         need(a.estimator == "reinforce_pp" or r.samples_per_task >= 2,
@@ -291,6 +312,11 @@ class TrainConfig:
         need(run.steps >= 1 and run.max_minutes >= 0, "run.steps must be >= 1 and run.max_minutes >= 0")
         need(run.checkpoint_every >= 0 and run.sample_every >= 0, "run.checkpoint_every and run.sample_every must be >= 0")
         need(run.threads >= 0, f"run.threads must be >= 0 (0: torch's default), got {run.threads}")
+        cw = self.coach_watch
+        need(cw.bias_min_count >= 2 and cw.bias_threshold >= 0,
+             f"coach_watch.bias_min_count must be >= 2 and bias_threshold >= 0, got {cw.bias_min_count}, {cw.bias_threshold}")
+        need(0 <= cw.warn_unscored_share <= 1 and cw.stop_after_unscored_steps >= 0,
+             "coach_watch.warn_unscored_share must be within [0, 1] and stop_after_unscored_steps >= 0")
         if problems:
             raise ConfigError("invalid configuration:\n- " + "\n- ".join(problems))
         return self

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -19,13 +20,16 @@ import numpy as np
 import torch
 
 from mappa_train import checkpoint, seeding
-from mappa_train.config import TrainConfig
+from mappa_env.records import ERROR_STATUSES, NO_CODE
+from mappa_env.scorecard import Scorecard
+
+from mappa_train.coach_watch import BiasWatch, UnscoredWatch, probe_coach
+from mappa_train.config import TrainConfig, apply_threads
 from mappa_train.learner import GroupStats, Optimisation, update
 from mappa_train.policy import TeamModel, export, group_state_dict, load_group_state_dict
 from mappa_train.rollout import ActionSample, EpisodeResult, EpisodeSpec, RolloutTimes, collect
 from mappa_train.sampler import TaskSampler
 
-ERROR_STATUSES = ("error", "timeout", "killed")
 #: The coach's counters that add up over a run (logged as running totals under ``coach/``).
 COACH_COUNTERS = ("calls", "cache_hits", "retries", "unscored", "prompt_tokens", "completion_tokens", "cost_usd")
 
@@ -43,13 +47,19 @@ def train(config: TrainConfig) -> Path:
     from torch.utils.tensorboard import SummaryWriter
 
     config.validate()
+    apply_threads(config)
     out = output_directory(config)
     seed_everything(config.run.seed)
+    watch = config.coach_watch
     coach = make_coach(config.env.coach, **config.env.coach_kwargs)  # one coach: shared cache, limits, statistics
-    envs = make_envs(config, coach, split=config.env.split, count=config.rollout.envs_in_flight)
+    bias = BiasWatch(min_count=watch.bias_min_count, threshold=watch.bias_threshold)  # over the whole run
+    unscored = UnscoredWatch(warn_share=watch.warn_unscored_share, stop_after=watch.stop_after_unscored_steps)
+    envs = make_envs(config, coach, split=config.env.split, count=config.rollout.envs_in_flight,
+                     calibration=bias.calibrate if watch.calibrate else None)
     try:
-        team = TeamModel(envs[0].possible_agents, config.model, config.policy, seed=config.run.seed)
         tasks = [(t.id, t.task_type) for t in envs[0].unwrapped.tasks]
+        probe_coach(coach, env_id=config.env.id, agents=envs[0].possible_agents, task_id=tasks[0][0], task_type=tasks[0][1])
+        team = TeamModel(envs[0].possible_agents, config.model, config.policy, seed=config.run.seed)
         sampler = TaskSampler(tasks, stratify=config.rollout.stratify, seed=config.run.seed)
         optimisation = Optimisation(team, config.optim, total_updates=config.run.steps * config.algorithm.updates_per_step)
 
@@ -63,6 +73,9 @@ def train(config: TrainConfig) -> Path:
                 sampler.load_state_dict(state["sampler"])
                 start_step, evaluations = state["step"], state.get("evaluations", {})
                 coach_carried = state.get("coach_counters", {})  # this process's coach counts start from 0
+                if "bias_monitor" in state:  # checkpoints written before the coach was watched have none
+                    bias.load_state_dict(state["bias_monitor"])
+                    unscored.load_state_dict(state["unscored"])
                 if "after" in evaluations and start_step < config.run.steps:  # a run stopped by run.max_minutes
                     evaluations[f"step {start_step}"] = evaluations.pop("after")  # goes on: its end is a midpoint now
         # a resumed run first discards whatever the killed run logged after its last checkpoint (step N's
@@ -97,9 +110,13 @@ def train(config: TrainConfig) -> Path:
                                  seed=seeding.derive(config.run.seed, seeding.UPDATE, step))
             update_s = time.perf_counter() - began
 
-            # ---------------------------------------------------------------- log
+            # ---------------------------------------------------------------- log (and watch the coach)
+            bias.observe(episodes)
+            warning = unscored.observe(step + 1, samples)
+            if warning:
+                progress.write(f"warning: {warning}", file=sys.stderr)
             log_step(writer, step + 1, team, episodes, samples, group_stats, times, update_s,
-                     coach_counters(coach, coach_carried))
+                     coach_counters(coach, coach_carried), bias.scalars())
             if config.run.sample_every and (step + 1) % config.run.sample_every == 0:
                 writer.add_text("sample/trajectory", trajectory_text(episodes[0]), step + 1)
 
@@ -115,7 +132,7 @@ def train(config: TrainConfig) -> Path:
                     "parameters": {g: group_state_dict(team, g) for g in team.groups},
                     "optimisation": optimisation.state_dict(), "sampler": sampler.state_dict(),
                     "evaluations": evaluations, "coach_counters": coach_counters(coach, coach_carried),  # evaluations' calls too
-                    "config": config.to_dict(),
+                    "bias_monitor": bias.state_dict(), "unscored": unscored.state_dict(), "config": config.to_dict(),
                 })
             writer.flush()
             progress.update(1)
@@ -123,7 +140,8 @@ def train(config: TrainConfig) -> Path:
                 break  # run.steps reached, or run.max_minutes spent
         progress.close()
         export(team, out / "final")
-        write_report(out, config, evaluations, steps=steps_done)
+        write_report(out, config, evaluations, steps=steps_done, scorecard=scorecard_of(envs[0]),
+                     coaching=[unscored.summary(), "", *bias.summary()])
         writer.close()
     finally:
         for env in envs:
@@ -134,12 +152,15 @@ def train(config: TrainConfig) -> Path:
     return out
 
 
-def make_envs(config: TrainConfig, coach: Any, *, split: str, count: int) -> list[Any]:
-    """``count`` environments of ``config.env`` on ``split``, all sharing ``coach`` (closed again if one fails)."""
+def make_envs(config: TrainConfig, coach: Any, *, split: str, count: int, calibration: Any = None) -> list[Any]:
+    """``count`` environments of ``config.env`` on ``split``, all sharing ``coach`` (closed again if one fails),
+    with ``calibration`` as their ``reward_calibration`` when given."""
     import mappa_env
 
     kwargs = {"split": split, "coach": coach, "reward_mode": config.env.reward_mode, "sandbox": config.env.sandbox,
               "exec_timeout_s": config.env.exec_timeout_s, **config.env.kwargs}
+    if calibration is not None:
+        kwargs["reward_calibration"] = calibration
     envs: list[Any] = []
     try:
         for _ in range(count):
@@ -175,10 +196,11 @@ def seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------------- logging
 def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[EpisodeResult], samples: Sequence[ActionSample],
              group_stats: Mapping[str, GroupStats], times: RolloutTimes, update_s: float,
-             coach_totals: Mapping[str, Any]) -> None:
+             coach_totals: Mapping[str, Any], bias_scalars: Mapping[str, float]) -> None:
     """Write one step's scalars under the tag names documented in docs/training.md.
 
-    ``coach_totals`` are the coach's running totals over the run (:func:`coach_counters`).
+    ``coach_totals`` are the coach's running totals over the run (:func:`coach_counters`), ``bias_scalars``
+    the running bias monitor's ``coach/bias/...`` values (:class:`~mappa_train.coach_watch.BiasWatch`).
     """
     for agent in team.agents:
         mine = [s for s in samples if s.agent == agent]
@@ -187,7 +209,7 @@ def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[Episode
         scored = [s for s in mine if s.reward is not None]
         scores = [s.step.get("verdict", {}).get("score") for s in mine]
         scores = [x for x in scores if x is not None]
-        with_code = [s for s in mine if s.step.get("status") != "no_code"]
+        with_code = [s for s in mine if s.step.get("status") != NO_CODE]
         _scalar(writer, f"agent/{agent}/reward", np.mean([s.reward for s in scored]) if scored else None, step)
         _scalar(writer, f"agent/{agent}/coach_score", np.mean(scores) if scores else None, step)
         _scalar(writer, f"agent/{agent}/unscored_actions", len(mine) - len(scored), step)
@@ -202,10 +224,14 @@ def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[Episode
             _scalar(writer, f"agent/{agent}/{name}", getattr(stats, name), step)
     outcomes = [e.outcome for e in episodes]
     _scalar(writer, "train/success_rate", np.mean([bool(o.get("valid")) for o in outcomes]), step)
+    for task_type in sorted({s.task_type for s in samples}):  # what the update saw per task type (after any calibration)
+        rewards = [s.reward for s in samples if s.task_type == task_type and s.reward is not None]
+        _scalar(writer, f"train/reward/{task_type}", np.mean(rewards) if rewards else None, step)
     for name, value in coach_totals.items():
         _scalar(writer, f"coach/{name}", value, step)
     _scalar(writer, "coach/unscored_actions", sum(s.reward is None for s in samples), step)
-    _bias_scalars(writer, samples, episodes, step)
+    for tag, value in bias_scalars.items():
+        _scalar(writer, tag, value, step)
     tokens = sum(len(s.generation.completion_ids) for s in samples)
     _scalar(writer, "time/generation_s", times.generation_s, step)
     _scalar(writer, "time/environment_s", times.environment_s, step)
@@ -214,16 +240,6 @@ def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[Episode
     _scalar(writer, "throughput/generated_tokens_per_s", tokens / times.generation_s if times.generation_s else None, step)
     trained = sum(stats.tokens for stats in group_stats.values())
     _scalar(writer, "throughput/update_tokens_per_s", trained / update_s if update_s else None, step)
-
-
-def _bias_scalars(writer: Any, samples: Sequence[ActionSample], episodes: Sequence[EpisodeResult], step: int) -> None:
-    from mappa_env.coach.bias import monitor_from_records
-
-    success = {e.episode: bool(e.outcome.get("valid")) for e in episodes}
-    records = [{"score": s.step.get("verdict", {}).get("score"), "task_type": s.task_type, "role": s.agent,
-                "success": success[s.episode]} for s in samples]
-    for tag, value in monitor_from_records(records).scalars().items():
-        _scalar(writer, tag, value, step)
 
 
 def _scalar(writer: Any, tag: str, value: Any, step: int) -> None:
@@ -251,14 +267,13 @@ def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any,
     """Play the evaluation split (one episode per task, or ``eval.episodes``) at the evaluation temperature.
 
     Episodes run through the same batched rollout as training, on environments of the evaluation
-    split; the table is mappa_env's (:func:`mappa_env.metrics.aggregate_outcomes`), so the numbers
-    mean what ``python -m mappa_env evaluate`` reports.
+    split; the summary is the environment's scorecard's (:func:`scorecard_of`), so the numbers mean what
+    ``python -m mappa_env evaluate`` reports. Each summary metric is logged as ``eval/<split>/<name>``.
     """
-    from mappa_env.metrics import aggregate_outcomes
-
     envs = make_envs(config, coach, split=config.eval.split, count=1)
     try:
         task_ids = [t.id for t in envs[0].unwrapped.tasks]
+        scorecard = scorecard_of(envs[0])
         count = config.eval.episodes or len(task_ids)
         envs += make_envs(config, coach, split=config.eval.split, count=min(count, config.rollout.envs_in_flight) - 1)
         # no step in these seeds: every evaluation plays the same episodes, so they differ by the model only
@@ -273,17 +288,31 @@ def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any,
         for env in envs:
             env.close()
     bar.close()
-    summary = aggregate_outcomes([e.outcome for e in episodes])
-    for name in ("success_rate", "accuracy_fair", "f1_fair", "rmse_fair", "rpg"):
-        _scalar(writer, f"eval/{config.eval.split}/{name}", summary.get(name), step)
+    summary = dict(scorecard.summarise([e.outcome for e in episodes]))
+    for metric in scorecard.summary_metrics:
+        _scalar(writer, f"eval/{config.eval.split}/{metric.name}", summary.get(metric.name), step)
+    samples = [s for e in episodes for s in e.samples]
+    summary["unscored_actions"] = sum(s.reward is None for s in samples)  # said in the report
+    summary["actions"] = len(samples)
     return {"step": step, "summary": summary}
 
 
-def write_report(out: Path, config: TrainConfig, evaluations: Mapping[str, Any], *, steps: int) -> Path:
-    """``report.md``: what was trained, and the before/after table on the evaluation split."""
-    from mappa_env.metrics import format_results_table
+def scorecard_of(env: Any) -> Scorecard:
+    """What ``env`` declares of its scoring (``env.unwrapped.scorecard``); an environment that declares
+    nothing is summarised by its success rate, with the task types its tasks have."""
+    declared = getattr(env.unwrapped, "scorecard", None)
+    if isinstance(declared, Scorecard):
+        return declared
+    return Scorecard(task_types=tuple(sorted({t.task_type for t in env.unwrapped.tasks})))
 
+
+def write_report(out: Path, config: TrainConfig, evaluations: Mapping[str, Any], *, steps: int, scorecard: Scorecard,
+                 coaching: Sequence[str] = ()) -> Path:
+    """``report.md``: what was trained, the before/after table on the evaluation split, and how the coach did
+    (``coaching``: lines on unscored actions and the bias monitor)."""
     rows = [(name, result["summary"]) for name, result in evaluations.items()]
+    unscored = [f"{name}: {result['summary']['unscored_actions']} of {result['summary']['actions']}"
+                for name, result in evaluations.items() if "actions" in result["summary"]]
     text = [f"# Training report: {out.name}", "",
             f"{steps} step{'' if steps == 1 else 's'} of {config.algorithm.estimator} on {config.env.id} ({config.env.split} split), "
             f"{config.policy.topology} policies from {config.model.path}, coach {config.env.coach}, "
@@ -291,7 +320,9 @@ def write_report(out: Path, config: TrainConfig, evaluations: Mapping[str, Any],
             + (f" (stopped by run.max_minutes = {config.run.max_minutes:g} before run.steps = {config.run.steps})."
                if steps < config.run.steps else "."), "",
             f"Held-out evaluation ({config.eval.split} split):", "",
-            format_results_table(rows) if rows else "(no evaluation was configured)", "",
+            scorecard.table(rows) if rows else "(no evaluation was configured)", "",
+            scorecard.direction_note() + (f" Unscored evaluation actions: {'; '.join(unscored)}." if unscored else ""), "",
+            "## Coach", "", *coaching, "",
             "Curves: `tensorboard --logdir " + str(out) + "`. Agents exported to `final/`."]
     path = out / "report.md"
     path.write_text("\n".join(text) + "\n", encoding="utf-8")

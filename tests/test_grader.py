@@ -11,13 +11,13 @@ import pytest
 
 from mappa_env.envs.dsbench import grader
 from mappa_env.envs.dsbench.grader import grade_submission
-from mappa_env.tasks.task import Task
+from mappa_env.tasks.task import TabularTask
 
 OUTCOME_KEYS = {"valid", "reason", "metrics", "task_id", "task_type"}
 
 
 def _write_task(root: Path, *, task_type, target, id_column, metric, ids, answers, train_target,
-                positive_label=None, target_range=None) -> Task:
+                positive_label=None, target_range=None) -> TabularTask:
     public = root / "public"
     public.mkdir(parents=True)
     pd.DataFrame({id_column: [f"t{i}" for i in range(len(train_target))], "x": range(len(train_target)),
@@ -27,13 +27,13 @@ def _write_task(root: Path, *, task_type, target, id_column, metric, ids, answer
     hidden = root / "hidden"
     hidden.mkdir()
     pd.DataFrame({id_column: ids, target: answers}).to_csv(hidden / "answers.csv", index=False)
-    return Task(id=f"test/{root.name}", title="tiny", description="tiny task", task_type=task_type, target=target,
+    return TabularTask(id=f"test/{root.name}", title="tiny", description="tiny task", task_type=task_type, target=target,
                 id_column=id_column, metric=metric, split="train", suite="test", public_dir=public,
                 answers_path=hidden / "answers.csv", positive_label=positive_label, target_range=target_range)
 
 
 @pytest.fixture
-def species_task(tmp_path) -> Task:
+def species_task(tmp_path) -> TabularTask:
     # truth [a, g, a, c, a]; train majority "adelie" -> baseline accuracy 3/5
     return _write_task(tmp_path / "species", task_type="classification", target="species", id_column="id",
                        metric="accuracy", ids=["p1", "p2", "p3", "p4", "p5"],
@@ -42,7 +42,7 @@ def species_task(tmp_path) -> Task:
 
 
 @pytest.fixture
-def survival_task(tmp_path) -> Task:
+def survival_task(tmp_path) -> TabularTask:
     # integer ids and 0/1 labels; truth [1, 1, 0, 0, 1]; train majority 0 -> baseline F1 0
     return _write_task(tmp_path / "survival", task_type="classification", target="survived", id_column="passenger",
                        metric="f1", ids=[1, 2, 3, 4, 5], answers=[1, 1, 0, 0, 1], train_target=[0, 0, 1],
@@ -50,7 +50,7 @@ def survival_task(tmp_path) -> Task:
 
 
 @pytest.fixture
-def price_task(tmp_path) -> Task:
+def price_task(tmp_path) -> TabularTask:
     # truth [1..5], range 4; train mean 2 -> baseline RMSE sqrt(3)
     return _write_task(tmp_path / "price", task_type="regression", target="price", id_column="id", metric="rmse",
                        ids=["r1", "r2", "r3", "r4", "r5"], answers=[1.0, 2.0, 3.0, 4.0, 5.0],
@@ -70,7 +70,7 @@ def _submit(tmp_path: Path, frame: pd.DataFrame | None = None, *, text: str | No
     return path
 
 
-def _grade_invalid(task: Task, path: Path, reason_part: str) -> dict:
+def _grade_invalid(task: TabularTask, path: Path, reason_part: str) -> dict:
     outcome = grade_submission(task, path)
     assert set(outcome) == OUTCOME_KEYS
     assert outcome["valid"] is False, outcome

@@ -76,7 +76,10 @@ def _auto(kwargs: dict[str, Any]) -> Coach:
 
 def _construct(cls: type, spec: str, kwargs: dict[str, Any]) -> Coach:
     """``cls(<name after the prefix>, **kwargs)``, refusing unknown options with the list of valid ones."""
-    reject_unknown(f"coach {spec!r} (coach_kwargs)", kwargs, accepted_parameters(cls, exclude=("self", "model", "path")))
+    from mappa_env.coach.llm import SHARED_OPTIONS
+
+    own = accepted_parameters(cls, exclude=("self", "model", "path"))
+    reject_unknown(f"coach {spec!r} (coach_kwargs)", kwargs, [*own, *SHARED_OPTIONS])
     return cls(spec.split(":", 1)[1], **kwargs)
 
 

@@ -22,11 +22,8 @@ import concurrent.futures
 import queue
 import threading
 import time
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from mappa_env.coach.base import Timing
 from mappa_env.coach.constrain import DEFAULT_STRENGTH, generation_prompt_ids, score_line_sequence_bias
 from mappa_env.coach.llm import Completion, LLMCoach
 
@@ -46,9 +43,10 @@ class HFCoach(LLMCoach):
         batch_size: most requests answered by one ``generate`` call; also the default ``max_in_flight``.
         batch_wait_s: how long the first request of a batch waits for others to join it.
         force_score_line: bias decoding so every reply opens with ``PROCESS_SCORE: <0-10>``.
-        seed: torch seed set before each sampled batch (``temperature > 0``).
-        max_in_flight, cache_dir, timing, prices, prompt_dir, max_output_chars, max_observation_chars:
-            see :class:`~mappa_env.coach.llm.LLMCoach`.
+        seed: seed of each sampled batch (``temperature > 0``): the batch draws from a generator of its own
+            seeded with it, never from torch's global one, which belongs to the process that hosts the coach.
+        **options: ``max_in_flight`` (default: ``batch_size``), ``cache_dir``, ``timing``, ``prices``,
+            ``prompt_dir``, ``max_observation_chars``: see :class:`~mappa_env.coach.llm.LLMCoach`.
     """
 
     error_reason = "generation_error"
@@ -66,13 +64,7 @@ class HFCoach(LLMCoach):
         batch_wait_s: float = 0.01,
         force_score_line: bool = False,
         seed: int = 0,
-        max_in_flight: int | None = None,
-        cache_dir: str | Path | None = "default",
-        timing: Timing = "online",
-        prices: Mapping[str, tuple[float, float]] | None = None,
-        prompt_dir: str | Path | None = None,
-        max_output_chars: int = 2000,
-        max_observation_chars: int = 6000,
+        **options: Any,
     ):
         if not path:
             raise ValueError("HFCoach needs a model, e.g. coach='hf:/path/to/model' or coach='hf:/path/model.gguf'")
@@ -81,11 +73,9 @@ class HFCoach(LLMCoach):
         from mappa_env.hf_models import load_chat_model
 
         generation = {"max_new_tokens": max_new_tokens, "temperature": temperature, "force_score_line": force_score_line}
-        super().__init__(
-            path, name=f"hf:{path}", timing=timing, max_in_flight=max_in_flight or batch_size, cache_dir=cache_dir,
-            prices={path: (0.0, 0.0), **dict(prices or {})}, prompt_dir=prompt_dir,
-            max_output_chars=max_output_chars, max_observation_chars=max_observation_chars, cache_params=generation,
-        )
+        options.setdefault("max_in_flight", batch_size)
+        options["prices"] = {path: (0.0, 0.0), **dict(options.get("prices") or {})}  # a local model bills nothing
+        super().__init__(path, name=f"hf:{path}", cache_params=generation, **options)
         self.tokenizer, self.chat_model = load_chat_model(path, gguf_file=gguf_file, device=device, dtype=dtype, what="hf: coaches")
         self.tokenizer.padding_side = "left"  # generation continues from the right edge of every row
         if self.tokenizer.pad_token_id is None:
@@ -164,12 +154,10 @@ class HFCoach(LLMCoach):
         inputs = self.tokenizer.apply_chat_template(
             conversations, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True,
         ).to(self.chat_model.device)
-        options: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
-        if self.temperature > 0:
-            torch.manual_seed(self.seed)
-            options.update(do_sample=True, temperature=self.temperature)
-        else:
-            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        options: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id,
+                                   "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if self.temperature > 0:  # sampled, but by our own generator: what generate sees is a greedy choice
+            options["logits_processor"] = _seeded_sampling(self.temperature, self.seed)
         if self.sequence_bias is not None:
             options["sequence_bias"] = self.sequence_bias
         with torch.no_grad():
@@ -184,6 +172,32 @@ class HFCoach(LLMCoach):
                 prompt_tokens=int(inputs["attention_mask"][row].sum()), completion_tokens=length, latency_s=latency,
             ))
         return completions
+
+
+def _seeded_sampling(temperature: float, seed: int) -> Any:
+    """Logits processors: one that samples each next token at ``temperature`` from its own ``torch.Generator``.
+
+    transformers' sampling draws from torch's global generator, shared with whatever else runs in the
+    process (a trainer sampling its policies in another thread while this coach's thread generates):
+    reseeding or even forking it here would move their random stream, and theirs ours. So the draw is
+    made here, from a generator seeded with ``seed``, and every other token is ruled out: ``generate``
+    then decodes greedily what was sampled. It samples the model's distribution at ``temperature``
+    (after ``sequence_bias``), without the checkpoint's top-k or top-p.
+    """
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class SeededSampling(LogitsProcessor):
+        generator: torch.Generator | None = None
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            if self.generator is None:  # made on the device the logits come out on
+                self.generator = torch.Generator(device=scores.device).manual_seed(seed)
+            probabilities = torch.softmax(scores.float() / temperature, dim=-1)
+            chosen = torch.multinomial(probabilities, 1, generator=self.generator)
+            return torch.full_like(scores, float("-inf")).scatter_(1, chosen, 0.0)
+
+    return LogitsProcessorList([SeededSampling()])
 
 
 def _length_until(tokens: list[int], stops: set[int | None]) -> int:

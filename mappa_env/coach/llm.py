@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mappa_env.arguments import accepted_parameters
 from mappa_env.coach.accounting import DEFAULT_PRICES, CoachStats, ResponseCache, call_cost
 from mappa_env.coach.base import CoachRequest, Timing, Verdict
 from mappa_env.coach.prompting import FORMAT_REMINDER, build_messages, parse_score, rationale_of, request_key_material
@@ -52,9 +53,13 @@ class LLMCoach:
         cache_dir: on-disk response cache; ``"default"`` is ``<mappa cache>/coach``, None disables it.
         prices: dollars per million (input, output) tokens per model, merged over :data:`DEFAULT_PRICES`.
         prompt_dir: directory whose prompt files override the packaged ones.
-        max_output_chars: stdout/stderr kept (head+tail) in the evidence.
-        max_observation_chars: the agent's prompt and reply kept (head+tail) in the evidence.
+        max_observation_chars: the agent's prompt, reply and code kept (head+tail) in the evidence; the
+            tool output is shown as the environment cut it (its ``max_output_chars``).
         cache_params: the generation parameters that change replies (part of the cache key).
+
+    Subclasses take these options (all but ``model``, ``name`` and ``cache_params``) as keyword
+    arguments and pass them on unchanged, so they are declared, defaulted and checked here only
+    (:data:`SHARED_OPTIONS`).
     """
 
     #: the unscored reason of a verdict whose backend failed (after its own retries)
@@ -70,21 +75,21 @@ class LLMCoach:
         cache_dir: str | Path | None = "default",
         prices: Mapping[str, tuple[float, float]] | None = None,
         prompt_dir: str | Path | None = None,
-        max_output_chars: int = 2000,
         max_observation_chars: int = 6000,
         cache_params: Mapping[str, Any] | None = None,
     ):
         if timing not in ("online", "hindsight"):
             raise ValueError(f"timing must be 'online' or 'hindsight', got {timing!r}")
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be an integer >= 1, got {max_in_flight!r}")
+        if not isinstance(max_observation_chars, int) or max_observation_chars < 200:
+            raise ValueError(f"max_observation_chars must be an integer >= 200, got {max_observation_chars!r}")
         self.model = model
         self.name = name
         self.timing: Timing = timing
         self.max_in_flight = max_in_flight
         self.prices = {**DEFAULT_PRICES, **dict(prices or {})}
         self.prompt_dir = prompt_dir
-        self.max_output_chars = max_output_chars
         self.max_observation_chars = max_observation_chars
         self.cache_params = dict(cache_params or {})
         self.cache = ResponseCache(_default_cache_dir() if cache_dir == "default" else cache_dir) if cache_dir else None
@@ -134,10 +139,7 @@ class LLMCoach:
 
     # ------------------------------------------------------------------ one request
     async def _score(self, request: CoachRequest) -> Verdict:
-        messages = build_messages(
-            request, prompt_dir=self.prompt_dir, max_output_chars=self.max_output_chars,
-            max_observation_chars=self.max_observation_chars,
-        )
+        messages = build_messages(request, prompt_dir=self.prompt_dir, max_observation_chars=self.max_observation_chars)
         key = ResponseCache.key(request_key_material(self.model, messages, self.cache_params))
         cached = self.cache.get(key) if self.cache else None
         if cached is not None and parse_score(cached.get("reply", "")) is not None:
@@ -210,13 +212,23 @@ class LLMCoach:
             return self._loop
 
     def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        # A finalizer must never block (it can run on any thread, inside any allocation): stop the loop
+        # thread and return. Releasing the backend cleanly is close()'s job, called by whoever built us.
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
 
 
 def _default_cache_dir() -> Path:
-    from mappa_env.tasks.cache import cache_root
+    from mappa_env.paths import cache_root
 
     return cache_root() / "coach"
+
+
+#: The options every chat-model coach takes, declared once by :class:`LLMCoach` (``coach_kwargs``).
+SHARED_OPTIONS: tuple[str, ...] = tuple(
+    accepted_parameters(LLMCoach.__init__, exclude=("self", "model", "name", "cache_params"))
+)

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mappa_env.coach.base import Coach, CoachRequest
+from mappa_env.coach.base import Coach
+from mappa_env.records import RECORDS_FORMAT_VERSION, requests_from_json
 
 
 def load_episodes(path: str | Path) -> list[dict[str, Any]]:
@@ -31,6 +32,13 @@ def load_episodes(path: str | Path) -> list[dict[str, Any]]:
             f"{path}: {len(missing)} of {len(episodes)} episodes have no recorded coach requests; "
             "record them with `python -m mappa_env evaluate` (it records them unless --no-record-requests)"
         )
+    versions = sorted({str(e.get("format_version", 1)) for e in episodes})
+    if versions != [str(RECORDS_FORMAT_VERSION)]:
+        raise ValueError(
+            f"{path}: recorded in episode format {', '.join(versions)}; this release reads format "
+            f"{RECORDS_FORMAT_VERSION} (records stored once, requests referring to them). Record the episodes "
+            "again with `python -m mappa_env evaluate`"
+        )
     return episodes
 
 
@@ -42,14 +50,10 @@ def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[st
     """
     items = []
     for number, episode in enumerate(episodes):
-        recorded = {
-            (agent, step["action_index"]): step["verdict"]
-            for agent, data in episode["agents"].items()
-            for step in data["steps"]
-        }
-        for raw in episode["coach_requests"]:
-            request = CoachRequest.from_dict(raw)
-            items.append((number, episode, request, recorded.get((request.role, request.action_index), {})))
+        for request in requests_from_json(episode["coach_requests"], episode["records"]):
+            recorded = next(r["verdict"] or {} for r in episode["records"]
+                            if (r["agent"], r["action_index"]) == (request.role, request.action_index))
+            items.append((number, episode, request, recorded))
 
     async def score_all():
         return await asyncio.gather(*(coach.ascore(request) for _, _, request, _ in items))
@@ -63,7 +67,7 @@ def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[st
             "success": bool(episode["outcome"]["valid"]),
             "role": request.role,  # the agent; named as the bias monitor's records name it
             "action": request.action_index + 1,
-            "status": request.status,
+            "status": request.step.status,
             "recorded_score": old.get("score"),
             "score": verdict.score,
             "rationale": verdict.rationale,

@@ -20,11 +20,9 @@ import os
 import random
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mappa_env.coach.base import Timing
 from mappa_env.coach.llm import Completion, LLMCoach
 
 _SENTINEL_KEY = "not-needed"  # local servers accept any key; the client library insists on one
@@ -46,8 +44,8 @@ class OpenAICoach(LLMCoach):
             key, e.g. constrained decoding (vLLM ``guided_regex``, llama.cpp ``grammar``, or for
             ``transformers serve`` :func:`mappa_env.coach.constrain.transformers_serve_extra_body`) so
             that a small model always writes the score line.
-        max_in_flight, cache_dir, timing, prices, prompt_dir, max_output_chars, max_observation_chars:
-            see :class:`~mappa_env.coach.llm.LLMCoach`.
+        **options: ``max_in_flight``, ``cache_dir``, ``timing``, ``prices``, ``prompt_dir``,
+            ``max_observation_chars``: see :class:`~mappa_env.coach.llm.LLMCoach`.
     """
 
     def __init__(
@@ -60,16 +58,10 @@ class OpenAICoach(LLMCoach):
         max_tokens: int = 400,
         max_retries: int = 5,
         timeout_s: float = 120.0,
-        max_in_flight: int = 8,
-        cache_dir: str | Path | None = "default",
-        timing: Timing = "online",
-        prices: Mapping[str, tuple[float, float]] | None = None,
-        prompt_dir: str | Path | None = None,
-        max_output_chars: int = 2000,
-        max_observation_chars: int = 6000,
         backoff_s: float = 0.5,
         backoff_max_s: float = 30.0,
         extra_body: Mapping[str, Any] | None = None,
+        **options: Any,
     ):
         import openai  # noqa: F401  (fail here, with the fix, if it is missing)
 
@@ -79,11 +71,7 @@ class OpenAICoach(LLMCoach):
             raise ValueError("max_retries must be >= 0 and timeout_s > 0")
         self.params = {"temperature": temperature, "max_tokens": max_tokens}
         self.extra_body = dict(extra_body or {})
-        super().__init__(
-            model, name=f"openai:{model}", timing=timing, max_in_flight=max_in_flight, cache_dir=cache_dir,
-            prices=prices, prompt_dir=prompt_dir, max_output_chars=max_output_chars,
-            max_observation_chars=max_observation_chars, cache_params={**self.params, **self.extra_body},
-        )
+        super().__init__(model, name=f"openai:{model}", cache_params={**self.params, **self.extra_body}, **options)
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
         if not self.api_key:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mappa_env.coach.base import CoachRequest
+from mappa_env.records import CoachRequest, Outcome, StepRecord
 from mappa_env.text import format_size, truncate_middle
 
 PACKAGED_PROMPTS = Path(__file__).parent / "prompts"
@@ -28,6 +28,9 @@ PACKAGED_PROMPTS = Path(__file__).parent / "prompts"
 SCORE_LINE_PREFIX = "PROCESS_SCORE: "
 _SCORE_LINE = re.compile(r"^\W*PROCESS_SCORE\W*:\s*(.*?)\s*$", re.M | re.I)
 _NUMBER = re.compile(r"^\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*\**\.?$")
+
+UPSTREAM_CHARS = 4000  # the summary of the earlier agents' actions (one line each)
+UPSTREAM_ERROR_CHARS = 300
 
 FORMAT_REMINDER = (
     "Your reply did not end with a valid score line. Reply again with a short analysis and end with "
@@ -57,7 +60,6 @@ def build_messages(
     request: CoachRequest,
     *,
     prompt_dir: str | Path | None = None,
-    max_output_chars: int = 2000,
     max_observation_chars: int = 6000,
 ) -> list[dict[str, str]]:
     """The chat messages for one request: the role's rubric, then the evidence."""
@@ -65,7 +67,7 @@ def build_messages(
     evidence = _read_prompt("", "evidence.md", prompt_dir)
     if rubric is None or evidence is None:
         raise FileNotFoundError(f"coach prompts missing: neither {prompt_dir} nor {PACKAGED_PROMPTS} has them")
-    fields = evidence_fields(request, max_output_chars=max_output_chars, max_observation_chars=max_observation_chars)
+    fields = evidence_fields(request, max_observation_chars=max_observation_chars)
     try:
         user = evidence.format(**fields)
     except (KeyError, IndexError, ValueError) as exc:
@@ -76,30 +78,39 @@ def build_messages(
     return [{"role": "system", "content": rubric.strip()}, {"role": "user", "content": user.strip()}]
 
 
-def evidence_fields(request: CoachRequest, *, max_output_chars: int, max_observation_chars: int) -> dict[str, str]:
-    """Every placeholder ``evidence.md`` may use, as text."""
-    cut = lambda text, limit=max_output_chars: truncate_middle(text, limit) if text else "(empty)"  # noqa: E731
+def evidence_fields(request: CoachRequest, *, max_observation_chars: int) -> dict[str, str]:
+    """Every placeholder ``evidence.md`` may use, as text.
+
+    The agent's prompt, reply and code are cut to ``max_observation_chars``; the tool output is shown as
+    the step record holds it, already cut by the environment's ``max_output_chars`` (one limit, set in
+    one place).
+    """
+    step = request.step
+
+    def shown(text: str, limit: int | None = None) -> str:
+        return (truncate_middle(text, limit) if limit else text) if text else "(empty)"
+
     return {
         "task_description": request.task_description,
         "role": request.role,
         "role_instructions": request.role_instructions,
-        "observation": cut(request.observation, max_observation_chars),
-        "action": cut(request.action, max_observation_chars),
-        "action_number": str(request.action_index + 1),
-        "stage_note": "this action ended the agent's turn" if request.ends_stage else "the agent may act again",
-        "code": cut(request.code),
-        "status": request.status,
-        "error": request.error or "(none)",
-        "stdout": cut(request.stdout),
-        "stderr": cut(request.stderr),
-        "workspace_before": _inventory(request.workspace_before),
-        "workspace_after": _inventory(request.workspace_after),
-        "files_changed": ", ".join(request.files_changed) or "(none)",
+        "observation": shown(request.observation, max_observation_chars),
+        "action": shown(step.action, max_observation_chars),
+        "action_number": str(step.action_index + 1),
+        "stage_note": "this action ended the agent's turn" if step.ends_stage else "the agent may act again",
+        "code": shown(step.code, max_observation_chars),
+        "status": step.status,
+        "error": step.error or "(none)",
+        "stdout": shown(step.stdout),
+        "stderr": shown(step.stderr),
+        "workspace_before": _inventory(step.workspace_before),
+        "workspace_after": _inventory(step.workspace_after),
+        "files_changed": ", ".join(step.files_changed) or "(none)",
         "team": "\n".join(
             f"- {r.name}: reads {', '.join(r.consumes) or '-'}; must save {', '.join(r.produces) or '-'}"
             for r in request.team
         ),
-        "upstream": _upstream(request.upstream_steps, max_output_chars),
+        "upstream": _upstream(request.upstream),
         "outcome": _outcome(request.outcome),
     }
 
@@ -113,25 +124,25 @@ def _inventory(sizes: Mapping[str, int]) -> str:
     return ", ".join(f"{p} ({format_size(s)})" for p, s in sorted(sizes.items())) or "(empty)"
 
 
-def _upstream(steps: tuple[Mapping[str, Any], ...], limit: int) -> str:
+def _upstream(steps: tuple[StepRecord, ...]) -> str:
     if not steps:
         return "(none: this is the first agent)"
     lines = []
     for step in steps:
-        saved = ", ".join(step.get("files_changed", ())) or "nothing"
-        line = f"- {step.get('agent', '?')} action {step.get('action_index', 0) + 1}: status {step.get('status')}; changed {saved}"
-        if step.get("error"):
-            line += f"; error: {truncate_middle(step['error'], 300)}"
+        saved = ", ".join(step.files_changed) or "nothing"
+        line = f"- {step.agent} action {step.action_index + 1}: status {step.status}; changed {saved}"
+        if step.error:
+            line += f"; error: {truncate_middle(step.error, UPSTREAM_ERROR_CHARS)}"
         lines.append(line)
-    return truncate_middle("\n".join(lines), limit * 2)
+    return truncate_middle("\n".join(lines), UPSTREAM_CHARS)
 
 
-def _outcome(outcome: Mapping[str, Any] | None) -> str:
+def _outcome(outcome: Outcome | None) -> str:
     if outcome is None:
         return "(not known yet)"
-    if not outcome.get("valid"):
-        return f"INVALID submission: {outcome.get('reason', '')}"
-    metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.get("metrics", {}).items()) if isinstance(v, (int, float)))
+    if not outcome.valid:
+        return f"INVALID submission: {outcome.reason}"
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if isinstance(v, (int, float)))
     return f"valid submission; {metrics}"
 
 

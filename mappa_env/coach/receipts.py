@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 
 from mappa_env.coach.base import CoachRequest, SyncCoach, Verdict
 
@@ -46,61 +47,63 @@ class ReceiptsCoach(SyncCoach):
         return Verdict(score=score, rationale=rationale, coach=self.name, details={"rule": rule})
 
     def _judge(self, req: CoachRequest) -> tuple[float, str, str]:
-        if req.status in ("timeout", "killed"):
-            return SCORE_TIMEOUT, f"the code was {req.status}: {req.error or 'no result'}", req.status
-        if req.status == "error":
+        step = req.step
+        if step.status in ("timeout", "killed"):
+            return SCORE_TIMEOUT, f"the code was {step.status}: {step.error or 'no result'}", step.status
+        if step.status == "error":
             return self._judge_error(req)
         if req.is_final_role and req.outcome is not None:
             return self._judge_final(req)
         missing = self._missing_outputs(req)
         role = req.role_info
-        if req.ends_stage:
+        if step.ends_stage:
             if not missing:
                 return SCORE_OUTPUTS_DONE, f"ended its stage with every required output saved ({', '.join(role.produces)})", "outputs_done"
             blocked = self._missing_inputs(req)
             if blocked:
                 return SCORE_BLAMED_UPSTREAM, self._upstream_blame(req, blocked, "could not produce its outputs"), "blocked_upstream"
             return SCORE_MISSING_OUTPUTS, f"ended its stage without saving {', '.join(missing)}, which downstream agents need", "missing_outputs"
-        if req.status == "no_code":  # cannot happen: an action without code always ends the stage
+        if step.status == "no_code":  # cannot happen: an action without code always ends the stage
             raise AssertionError("no_code action that does not end the stage")
-        saved = [f for f in role.produces if f in req.files_changed]
+        saved = [f for f in role.produces if f in step.files_changed]
         if saved and not missing:
             return SCORE_OUTPUTS_DONE, f"ran cleanly and saved every required output ({', '.join(role.produces)})", "outputs_done"
         note = f"saved {', '.join(saved)}; still missing {', '.join(missing)}" if saved else "no required output yet"
         return SCORE_PROGRESS, f"ran cleanly ({note})", "progress"
 
     def _judge_error(self, req: CoachRequest) -> tuple[float, str, str]:
-        evidence = f"{req.error}\n{req.stderr}"
+        step = req.step
+        evidence = f"{step.error}\n{step.stderr}"
         match = _MISSING_FILE_RE.search(evidence)
         if match:
             filename = match.group(1).rsplit("/", 1)[-1]
             owner = req.owner_of(filename)
-            if owner is not None and owner != req.role and filename not in req.workspace_after:
+            if owner is not None and owner != req.role and filename not in step.workspace_after:
                 return SCORE_BLAMED_UPSTREAM, self._upstream_blame(req, [filename], "crashed"), "blocked_upstream"
-        exc = _EXC_RE.search(req.error) or _EXC_RE.search(req.stderr)
+        exc = _EXC_RE.search(step.error) or _EXC_RE.search(step.stderr)
         kind = exc.group(1) if exc else "an error"
-        return SCORE_OWN_ERROR, f"its own code failed with {kind}: {req.error.strip()[:200]}", "own_error"
+        return SCORE_OWN_ERROR, f"its own code failed with {kind}: {step.error.strip()[:200]}", "own_error"
 
     def _judge_final(self, req: CoachRequest) -> tuple[float, str, str]:
-        outcome = req.outcome or {}
-        if not outcome.get("valid"):
+        outcome = req.outcome
+        if not outcome.valid:
             blocked = self._missing_inputs(req)
             if blocked:
                 return SCORE_BLAMED_UPSTREAM, self._upstream_blame(req, blocked, "could not submit"), "blocked_upstream"
-            return SCORE_BAD_SUBMISSION, f"the submission is invalid: {outcome.get('reason', 'unknown reason')}", "invalid_submission"
-        cap, why = quality_cap(req.task_type, outcome.get("metrics", {}))
+            return SCORE_BAD_SUBMISSION, f"the submission is invalid: {outcome.reason or 'unknown reason'}", "invalid_submission"
+        cap, why = quality_cap(req.task_type, outcome.metrics)
         return min(SCORE_FINAL_BEST, cap), f"valid submission; {why}", "graded"
 
     @staticmethod
     def _missing_outputs(req: CoachRequest) -> list[str]:
-        return [f for f in req.role_info.produces if f not in req.workspace_after]
+        return [f for f in req.role_info.produces if f not in req.step.workspace_after]
 
     @staticmethod
     def _missing_inputs(req: CoachRequest) -> list[str]:
         """Inputs of this role that another role should have produced and did not."""
         return [
             f for f in req.role_info.consumes
-            if f not in req.workspace_after and req.owner_of(f) not in (None, req.role)
+            if f not in req.step.workspace_after and req.owner_of(f) not in (None, req.role)
         ]
 
     @staticmethod
@@ -109,7 +112,7 @@ class ReceiptsCoach(SyncCoach):
         return f"{what} only because {', '.join(files)} was never saved; that was the job of {', '.join(owners)}"
 
 
-def quality_cap(task_type: str, metrics: dict) -> tuple[float, str]:
+def quality_cap(task_type: str, metrics: Mapping[str, float]) -> tuple[float, str]:
     """The maximum score a final agent may get for a graded result, with the reason (MAPPA's caps)."""
     if task_type == "regression":
         pct = _finite(metrics.get("rmse_pct_range"))

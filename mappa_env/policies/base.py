@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -28,3 +28,33 @@ def last_tool_output(info: Mapping[str, Any]) -> str:
     """The content of the last user message (the tool output of the previous action)."""
     messages = info.get("messages", ())
     return messages[-1]["content"] if messages else ""
+
+
+class ScriptedTeamBase:
+    """A deterministic team for any pipeline: each agent's first action is code from a template
+    (:meth:`code_for`), its second a code-less summary naming the files its role must produce.
+
+    Args:
+        roles: the team's roles (objects with ``name`` and ``produces``, as
+            :class:`mappa_env.envs.pipeline.Role`), in pipeline order.
+        name: the policy's name in results.
+        fault: a team-specific fault to plant (see the subclass); ``"silent"``: no agent writes code.
+    """
+
+    def __init__(self, roles: Sequence[Any], name: str, *, fault: str | None = None):
+        self.roles = {role.name: role for role in roles}
+        self.name = name
+        self.fault = fault
+
+    def act(self, agent: str, observation: Mapping[str, Any], info: Mapping[str, Any]) -> str:
+        if agent not in self.roles:
+            raise ValueError(f"{self.name}: the team has no role {agent!r}; its roles are {', '.join(self.roles)}")
+        if self.fault == "silent":
+            return "I have nothing to add."
+        if num_previous_actions(info) > 0:
+            return f"Done. I saved {', '.join(self.roles[agent].produces)} in the workspace for the next agent."
+        return f"Here is my code.\n\n```python\n{self.code_for(agent, observation['text'])}```"
+
+    def code_for(self, agent: str, text: str) -> str:
+        """The Python of ``agent``'s first action, given the prompt it sees."""
+        raise NotImplementedError

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mappa_env.envs.dsbench.roles import ROLES
-from mappa_env.policies.base import num_previous_actions
+from mappa_env.policies.base import ScriptedTeamBase
 
 _TASK_TYPE_RE = re.compile(r"Task type:\s*\**\s*(classification|regression)", re.I)
 
@@ -85,8 +85,6 @@ submission.to_csv("submission.csv", index=False)
 print(submission.shape, submission.columns.tolist())
 '''
 
-HANDOFF_FILES = {role.name: role.produces for role in ROLES}
-
 SAVE_MODEL = 'with open("model.pkl", "wb") as f:\n    pickle.dump(model, f)\nprint("saved model.pkl")\n'
 
 
@@ -96,33 +94,22 @@ def task_type_of(text: str) -> str:
     return match.group(1).lower() if match else "regression"
 
 
-class ScriptedTeam:
-    """A deterministic team: one code action per agent, then a summary without code."""
+class ScriptedTeam(ScriptedTeamBase):
+    """The deterministic ``dsbench-v0`` team: one code action per agent, then a summary without code."""
 
     def __init__(self, name: str = "scripted", *, fault: str | None = None):
-        self.name = name
-        self.fault = fault
+        super().__init__(ROLES, name, fault=fault)
 
-    def act(self, agent: str, observation: Mapping[str, Any], info: Mapping[str, Any]) -> str:
-        if self.fault == "silent":
-            return "I have nothing to add."
-        if num_previous_actions(info) > 0:
-            return f"Done. I saved {', '.join(HANDOFF_FILES.get(agent, ()))} in the workspace for the next agent."
-        code = self._code(agent, observation["text"])
-        return f"Here is my code.\n\n```python\n{code}```"
-
-    def _code(self, agent: str, text: str) -> str:
+    def code_for(self, agent: str, text: str) -> str:
         if agent == "data_engineer":
             skip = self.fault == "missing-x-test"
             return DATA_ENGINEER_CODE.format(save_x_test="" if skip else 'X_test.to_pickle("X_test.pkl")\n')
         if agent == "modeler":
             save = "" if self.fault == "missing-model" else SAVE_MODEL
             return MODELER_CODE.format(task_type=task_type_of(text), save_model=save)
-        if agent == "analyst":
-            bug = 'ids = ids.to_frame()["no_such_column"]\n' if self.fault == "analyst-keyerror" else ""
-            target_expr = '"prediction"' if self.fault == "wrong-columns" else "target"
-            return ANALYST_CODE.format(bug=bug, id_expr="id_col", target_expr=target_expr)
-        raise ValueError(f"the scripted team has no role {agent!r}")
+        bug = 'ids = ids.to_frame()["no_such_column"]\n' if self.fault == "analyst-keyerror" else ""
+        target_expr = '"prediction"' if self.fault == "wrong-columns" else "target"
+        return ANALYST_CODE.format(bug=bug, id_expr="id_col", target_expr=target_expr)
 
 
 FAULTS = {

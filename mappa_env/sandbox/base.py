@@ -16,6 +16,16 @@ from mappa_env.error import Error
 
 ExecStatus = Literal["ok", "error", "timeout", "killed"]
 
+#: Wall-clock seconds one execution may take unless the environment (``exec_timeout_s``) says otherwise.
+DEFAULT_EXEC_TIMEOUT_S = 60.0
+
+
+def check_timeout(value: object, name: str = "exec_timeout_s") -> float:
+    """``value`` as a positive number of seconds, or ``ValueError`` naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
 
 @dataclass(frozen=True)
 class ExecResult:

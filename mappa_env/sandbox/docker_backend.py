@@ -53,7 +53,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from mappa_env.sandbox.base import SandboxError, SandboxUnavailableError
+from mappa_env.sandbox.base import DEFAULT_EXEC_TIMEOUT_S, SandboxError, SandboxUnavailableError
 from mappa_env.sandbox.bwrap import WORKSPACE, sandbox_env
 from mappa_env.sandbox.channel import WorkerChannel, enlarge_pipe
 from mappa_env.sandbox.persistent import FSIZE_BYTES, WorkerSandbox, worker_config
@@ -446,7 +446,7 @@ class DockerSandbox(WorkerSandbox):
         ValueError: bad arguments, e.g. a missing workspace.
     """
 
-    def __init__(self, workspace: str | os.PathLike[str], *, persistent: bool = True, timeout_s: float = 60.0,
+    def __init__(self, workspace: str | os.PathLike[str], *, persistent: bool = True, timeout_s: float = DEFAULT_EXEC_TIMEOUT_S,
                  memory_mb: int = 4096, max_output_bytes: int = 64 * 1024, tmp_mb: int = 512,
                  cpu_limit_s: float = 3600.0, max_processes: int = 256, disk_mb: int = 4096,
                  max_files: int = 20_000, startup_timeout_s: float = 120.0,

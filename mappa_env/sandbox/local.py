@@ -47,7 +47,7 @@ import warnings
 from pathlib import Path
 
 from mappa_env.sandbox import bwrap, procs
-from mappa_env.sandbox.base import SandboxError
+from mappa_env.sandbox.base import DEFAULT_EXEC_TIMEOUT_S, SandboxError
 from mappa_env.sandbox.channel import WorkerChannel, write_all
 from mappa_env.sandbox.persistent import WorkerSandbox, worker_config
 from mappa_env.sandbox.quota import WorkspaceQuota
@@ -240,7 +240,7 @@ class LocalSandbox(WorkerSandbox):
     """
 
     def __init__(self, workspace: str | os.PathLike[str], *, isolate: bool = True, persistent: bool = True,
-                 timeout_s: float = 60.0, memory_mb: int = 4096, max_output_bytes: int = 64 * 1024,
+                 timeout_s: float = DEFAULT_EXEC_TIMEOUT_S, memory_mb: int = 4096, max_output_bytes: int = 64 * 1024,
                  python: str = sys.executable, extra_ro_binds: tuple[str, ...] = (),
                  hidden_paths: tuple[str, ...] = (), tmp_mb: int = 512, cpu_limit_s: float = 3600.0,
                  max_processes: int = 256, disk_mb: int = 4096, max_files: int = 20_000,

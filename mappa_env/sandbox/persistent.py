@@ -13,7 +13,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from mappa_env.sandbox.base import ExecResult, SandboxError
+from mappa_env.sandbox.base import ExecResult, SandboxError, check_timeout
 from mappa_env.sandbox.channel import WorkerChannel
 from mappa_env.sandbox.quota import Usage
 
@@ -54,12 +54,12 @@ class WorkerSandbox:
         self.workspace = Path(workspace).resolve()
         if not self.workspace.is_dir():
             raise ValueError(f"workspace {str(workspace)!r} is not an existing directory; create it first")
-        if timeout_s <= 0 or max_output_bytes < 2:
-            raise ValueError("timeout_s and max_output_bytes must be positive")
+        if max_output_bytes < 2:
+            raise ValueError(f"max_output_bytes must be at least 2, got {max_output_bytes!r}")
         if min(memory_mb, tmp_mb, max_processes, disk_mb, max_files) <= 0:
             raise ValueError("memory_mb, tmp_mb, max_processes, disk_mb and max_files must be positive")
         self.persistent = persistent
-        self.timeout_s, self.max_output_bytes = float(timeout_s), max_output_bytes
+        self.timeout_s, self.max_output_bytes = check_timeout(timeout_s, "timeout_s"), max_output_bytes
         self.startup_timeout_s = startup_timeout_s
         self.memory_mb, self.tmp_mb, self.max_processes = memory_mb, tmp_mb, max_processes
         self.quota = Usage(disk_mb << 20, max_files)
@@ -82,9 +82,7 @@ class WorkerSandbox:
         Raises:
             SandboxError: the sandbox is closed, or its worker cannot start (broken infrastructure).
         """
-        timeout = self.timeout_s if timeout_s is None else float(timeout_s)
-        if not timeout > 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        timeout = self.timeout_s if timeout_s is None else check_timeout(timeout_s, "timeout_s")
         with self._lock:
             if self._closed:
                 raise SandboxError(f"run() on a closed {type(self).__name__}; create a new sandbox")

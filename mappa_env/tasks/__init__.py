@@ -29,14 +29,16 @@ Cache root: ``$MAPPA_CACHE_DIR``, else ``$XDG_CACHE_HOME/mappa``, else ``~/.cach
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from mappa_env.arguments import did_you_mean
-from mappa_env.tasks.task import ANSWERS_FILE, PUBLIC_FILES, SPLITS, SplitSelection, Task
+from mappa_env.tasks.task import ANSWERS_FILE, PUBLIC_FILES, SPLITS, SplitSelection, TabularTask, Task
 
 SUITES = ("builtin", "dsbench", "user")
 
-__all__ = ["ANSWERS_FILE", "PUBLIC_FILES", "SPLITS", "SUITES", "SplitSelection", "Task", "ensure_materialized", "get_task", "load_tasks"]
+__all__ = ["ANSWERS_FILE", "PUBLIC_FILES", "SPLITS", "SUITES", "SplitSelection", "TabularTask", "Task", "ensure_materialized",
+           "find_task", "get_task", "load_tasks"]
 
 
 def load_tasks(suite: str | Path = "builtin", split: str = "all", **kwargs) -> list[Task]:
@@ -93,15 +95,22 @@ def _load_suite(suite: str | Path, kwargs: dict) -> list[Task]:
 
 def get_task(task_id: str, suite: str | Path = "builtin", **kwargs) -> Task:
     """The task with id ``task_id`` (``"builtin/penguin-species"``; the suite prefix may be omitted)."""
-    tasks = load_tasks(suite, "all", **kwargs)
+    return find_task(load_tasks(suite, "all", **kwargs), task_id, where=f"suite {str(suite)!r}")
+
+
+def find_task(tasks: Sequence[Task], task_id: str, *, where: str) -> Task:
+    """The task of ``tasks`` whose id, or whose name after the suite prefix, is ``task_id``.
+
+    Raises:
+        ValueError: no such task, naming the closest ids and ``where`` the tasks came from.
+    """
     by_id = {t.id: t for t in tasks}
-    if task_id in by_id:
-        return by_id[task_id]
-    short = {t.id.split("/", 1)[1]: t for t in tasks}
-    if task_id in short:
-        return short[task_id]
-    candidates = list(by_id) if "/" in task_id else list(short)
-    raise ValueError(f"no task {task_id!r} in suite {str(suite)!r}.{did_you_mean(task_id, candidates, n=3, cutoff=0.5)}")
+    short = {t.id.rsplit("/", 1)[-1]: t for t in tasks}
+    task = by_id.get(task_id) or short.get(task_id)
+    if task is None:
+        candidates = list(by_id) if "/" in task_id else list(short)
+        raise ValueError(f"no task {task_id!r} in {where}.{did_you_mean(task_id, candidates, n=3, cutoff=0.5)}")
+    return task
 
 
 def ensure_materialized(task: Task) -> Task:

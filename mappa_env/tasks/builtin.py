@@ -2,7 +2,7 @@
 
 Listing is cheap, files are made on first use:
 
-- :func:`load_builtin` returns one :class:`Task` per catalogue record without loading any dataset. A
+- :func:`load_builtin` returns one :class:`~mappa_env.tasks.task.TabularTask` per catalogue record without loading any dataset. A
   task whose files are not in the cache yet is *pending* (``task.extra["materialized"] is False``): its
   paths are already the final cache paths but the files do not exist and its description is a short
   placeholder.
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from mappa_env.tasks.builtin_catalogue import CATALOGUE, Spec
 from mappa_env.tasks.cache import atomic_directory, tasks_dir
 from mappa_env.tasks.describe import standard_sections
-from mappa_env.tasks.task import ANSWERS_FILE, Task
+from mappa_env.tasks.task import ANSWERS_FILE, TabularTask
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,12 +63,12 @@ def task_dir(spec: Spec) -> Path:
     return tasks_dir(SUITE_VERSION) / spec.name
 
 
-def load_builtin() -> list[Task]:
-    """One :class:`Task` per catalogue record; pending (not yet materialised) where not cached."""
+def load_builtin() -> list[TabularTask]:
+    """One :class:`TabularTask` per catalogue record; pending (not yet materialised) where not cached."""
     return [_task_from_cache(spec) or _pending_task(spec) for spec in CATALOGUE]
 
 
-def spec_for(task: Task) -> Spec:
+def spec_for(task: TabularTask) -> Spec:
     """The catalogue record of a builtin task."""
     name = task.id.removeprefix(f"{SUITE}/")
     for spec in CATALOGUE:
@@ -77,9 +77,9 @@ def spec_for(task: Task) -> Spec:
     raise KeyError(f"{task.id!r} is not a builtin task")
 
 
-def _pending_task(spec: Spec) -> Task:
+def _pending_task(spec: Spec) -> TabularTask:
     d = task_dir(spec)
-    return Task(
+    return TabularTask(
         id=f"{SUITE}/{spec.name}",
         title=spec.title,
         description=f"# {spec.title}\n\n{spec.about}\n\n(Files not materialised yet: call "
@@ -96,14 +96,14 @@ def _pending_task(spec: Spec) -> Task:
     )
 
 
-def _task_from_cache(spec: Spec) -> Task | None:
+def _task_from_cache(spec: Spec) -> TabularTask | None:
     meta_path = task_dir(spec) / META_FILE
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return None
     d = task_dir(spec)
-    return Task(
+    return TabularTask(
         id=meta["id"],
         title=meta["title"],
         description=meta["description"],
@@ -124,7 +124,7 @@ def _task_from_cache(spec: Spec) -> Task | None:
 # --------------------------------------------------------------------------- materialisation
 
 
-def materialize(spec: Spec) -> Task:
+def materialize(spec: Spec) -> TabularTask:
     """Write the files of ``spec`` into the cache (once, atomically) and return its complete record."""
     atomic_directory(task_dir(spec), lambda tmp: _build(spec, tmp), complete_marker=META_FILE)
     task = _task_from_cache(spec)

@@ -1,7 +1,7 @@
 """Where materialised task files live on the host, and how they are written safely.
 
-Cache root: ``$MAPPA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/mappa``, else ``~/.cache/mappa``.
-Task files go under ``<root>/tasks/<suite-version>/<task-name>/``.
+The cache root is :func:`mappa_env.paths.cache_root`; task files go under
+``<root>/tasks/<suite-version>/<task-name>/``.
 
 A task directory is written with :func:`atomic_directory`: everything is built in a temporary sibling
 directory and renamed into place with one ``os.replace``. A reader therefore sees either no directory
@@ -18,16 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-
-def cache_root() -> Path:
-    """The MAPPA cache root directory (not created)."""
-    explicit = os.environ.get("MAPPA_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "mappa"
-    return Path.home() / ".cache" / "mappa"
+from mappa_env.paths import cache_root
 
 
 def tasks_dir(suite_version: str) -> Path:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from mappa_env.tasks.cache import atomic_directory, tasks_dir
 from mappa_env.tasks.describe import standard_sections
-from mappa_env.tasks.task import Task
+from mappa_env.tasks.task import TabularTask
 
 SUITE = "dsbench"
 SUITE_VERSION = "dsbench-v1"
@@ -81,7 +81,7 @@ def load_dsbench(
     names: list[str] | tuple[str, ...] | None = None,
     overrides: dict[str, dict] | None = None,
     manifest: str | Path | None = None,
-) -> list[Task]:
+) -> list[TabularTask]:
     """List DSBench tasks under ``root`` (cheap: no data file is read beyond its header).
 
     Args:
@@ -165,7 +165,7 @@ def infer_metric(text: str) -> tuple[str, str] | None:
     return None
 
 
-def _task(root: Path, name: str, declared: dict, in_train: bool) -> Task:
+def _task(root: Path, name: str, declared: dict, in_train: bool) -> TabularTask:
     files = _files(root, name)
     sample_cols = _header(files["sample"])
     if len(sample_cols) < 2:
@@ -198,7 +198,7 @@ def _task(root: Path, name: str, declared: dict, in_train: bool) -> Task:
     out = _cache_dir(root, name, files)
     title = name.replace("-", " ").replace("_", " ").strip().capitalize()
     meta = _read_meta(out)
-    return Task(
+    return TabularTask(
         id=f"{SUITE}/{name}",
         title=title,
         description=meta["description"] if meta else text,
@@ -233,7 +233,7 @@ def _read_meta(out: Path) -> dict | None:
         return None
 
 
-def materialize(task: Task) -> Task:
+def materialize(task: TabularTask) -> TabularTask:
     """Copy the public files of a pending DSBench task into the cache; return the complete record."""
     import dataclasses
 
@@ -249,7 +249,7 @@ def materialize(task: Task) -> Task:
     )
 
 
-def _build(task: Task, files: dict[str, Path], out: Path) -> None:
+def _build(task: TabularTask, files: dict[str, Path], out: Path) -> None:
     import pandas as pd
 
     public = out / "public"

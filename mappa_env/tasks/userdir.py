@@ -39,7 +39,7 @@ from typing import get_args
 
 from mappa_env.tasks.cache import atomic_directory, tasks_dir
 from mappa_env.tasks.describe import standard_sections
-from mappa_env.tasks.task import ANSWERS_FILE, PUBLIC_FILES, Split, Task
+from mappa_env.tasks.task import ANSWERS_FILE, PUBLIC_FILES, Split, TabularTask
 
 SUITE = "user"
 SUITE_VERSION = "user-v1"
@@ -54,7 +54,7 @@ def is_task_dir(path: Path) -> bool:
     return any((path / m).is_file() for m in MANIFESTS)
 
 
-def load_user_tasks(path: str | Path) -> list[Task]:
+def load_user_tasks(path: str | Path) -> list[TabularTask]:
     """Tasks of one task directory, or of every task sub-directory of ``path``."""
     path = Path(path).expanduser()
     if not path.is_dir():
@@ -97,8 +97,8 @@ def read_manifest(task_dir: Path) -> dict:
     return manifest
 
 
-def load_task_dir(task_dir: str | Path) -> Task:
-    """Validate one task directory and return its (pending) :class:`Task`."""
+def load_task_dir(task_dir: str | Path) -> TabularTask:
+    """Validate one task directory and return its (pending) :class:`TabularTask`."""
     import pandas as pd
 
     task_dir = Path(task_dir).expanduser().resolve()
@@ -145,7 +145,7 @@ def load_task_dir(task_dir: str | Path) -> Task:
     extra = {"n_train": len(train_y), "n_test": len(test_ids), "dir": str(task_dir), "materialized": False}
     if classes is not None:
         extra |= {"n_classes": len(classes), "classes": classes}
-    return Task(
+    return TabularTask(
         id=f"{SUITE}/{name}", title=m["title"], description=description, task_type=m["task_type"],
         target=target, id_column=idc, metric=m["metric"], split=m.get("split", "train"), suite=SUITE,
         public_dir=out / "public", answers_path=out / ANSWERS_FILE, positive_label=positive,
@@ -173,7 +173,7 @@ def _key(task_dir: Path) -> str:
     return hashlib.sha256(str(task_dir).encode()).hexdigest()[:16]
 
 
-def materialize(task: Task) -> Task:
+def materialize(task: TabularTask) -> TabularTask:
     """Copy the public files (and the answers) of a user task into the cache; idempotent."""
     src = Path(task.extra["dir"])
 

@@ -20,7 +20,7 @@ from mappa_env.coach.constrain import generation_prompt_ids, score_line_sequence
 from mappa_env.evaluation import evaluate  # noqa: E402
 
 # the tiny model reads characters: short evidence keeps its prompts near 2,000 tokens
-SHORT = {"max_output_chars": 200, "max_observation_chars": 200}
+SHORT = {"max_observation_chars": 200}
 
 
 def distinct_requests(n: int):
@@ -111,6 +111,22 @@ def test_a_failing_generation_leaves_the_batch_unscored_with_the_reason(tiny_coa
     assert coach.score(request()).score is not None  # the generation thread survived the failure
 
 
+def test_sampled_replies_come_from_the_coachs_seed_and_leave_the_global_random_state_alone(tiny_coach):
+    """The coach generates in its own thread while a trainer samples in another: it must not use their generator."""
+    coach = tiny_coach(temperature=1.0, seed=3, cache_dir=None)
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    assert coach.score(request()).details["reasked"] is True  # noise: two sampled generations
+    assert torch.equal(torch.get_rng_state(), before)
+
+    conversations = [[{"role": "user", "content": f"Rate run {i}."}] for i in range(2)]
+    first = [c.text for c in coach._generate(conversations)]
+    torch.manual_seed(12)  # whatever the global state, the coach's draws come from its seed
+    assert [c.text for c in coach._generate(conversations)] == first
+    assert [c.text for c in tiny_coach(temperature=1.0, seed=4, cache_dir=None)._generate(conversations)] != first
+    assert [c.text for c in tiny_coach(cache_dir=None)._generate(conversations)] != first  # it does sample
+
+
 def test_bad_hf_coach_options_and_paths_are_refused_clearly(tiny_chat_model, tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         HFCoach(str(tiny_chat_model), batch_size=0)
@@ -124,7 +140,7 @@ def test_bad_hf_coach_options_and_paths_are_refused_clearly(tiny_chat_model, tmp
 @pytest.mark.slow
 def test_smollm2_coaches_a_dsbench_episode_in_process(smollm2_dir, tmp_path):
     coach_kwargs = {"cache_dir": tmp_path / "cache", "force_score_line": True, "max_new_tokens": 24,
-                    "max_output_chars": 400, "max_observation_chars": 1200}
+                    "max_observation_chars": 1200}
     env_kwargs = {"coach": f"hf:{smollm2_dir}", "coach_kwargs": coach_kwargs}
     first = evaluate("buggy-missing-x-test", split="heldout", episodes=1, env_kwargs=env_kwargs, progress=False)
     coaching = first["summary"]["coach"]

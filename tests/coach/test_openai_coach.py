@@ -43,14 +43,17 @@ def test_parse_score_is_strict(reply, expected):
 
 
 def test_prompt_carries_the_evidence_and_can_be_overridden(tmp_path):
-    system, user = build_messages(request(), max_output_chars=500)
+    system, user = build_messages(request())
     assert "ANALYST" in system["content"] and "PROCESS_SCORE" in system["content"]
     evidence = user["content"]
     for fact in ("Predict species.", "X_test.pkl", "FileNotFoundError", "data_engineer action 1", "(not known yet)",
                  "data_engineer: reads train.csv, test.csv; must save X_train.pkl"):
         assert fact in evidence
-    long_stdout = build_messages(request(stdout="a" * 5000 + "END"), max_output_chars=300)[1]["content"]
-    assert "characters truncated" in long_stdout and "END" in long_stdout
+    long_prompt = build_messages(request(observation="a" * 5000 + "END"), max_observation_chars=300)[1]["content"]
+    assert "characters truncated" in long_prompt and "END" in long_prompt
+    # the tool output is shown as the environment cut it (its max_output_chars): never cut a second time
+    whole = build_messages(request(stdout="b" * 9000 + "END"), max_observation_chars=300)[1]["content"]
+    assert "b" * 9000 + "END" in whole
     custom = tmp_path / "prompts" / "dsbench-v0"
     custom.mkdir(parents=True)
     (custom / "analyst.md").write_text("Custom rubric. PROCESS_SCORE: <0-10>")
@@ -201,3 +204,37 @@ def test_extra_body_reaches_the_server_and_keys_the_cache(tmp_path):
     assert "guided_regex" not in server.requests[0]
     assert server.requests[1]["guided_regex"] == r"PROCESS_SCORE: \d+"
     assert guided.stats.snapshot()["cache_hits"] == 0
+
+
+def test_an_env_closes_the_coach_it_built_and_leaves_a_given_one_open():
+    import mappa_env
+
+    options = {"base_url": "http://127.0.0.1:9/v1", "cache_dir": None}
+    env = mappa_env.make("dsbench-v0", split="heldout", coach="openai:judge", coach_kwargs=options)
+    built = env.unwrapped.coach
+    built._ensure_loop()  # what the first scored action does
+    env.close()
+    assert built._loop is None and not built._thread.is_alive()
+
+    given = OpenAICoach("judge", **options)
+    given._ensure_loop()
+    env = mappa_env.make("dsbench-v0", split="heldout", coach=given)
+    env.close()
+    assert given._loop is not None and given._thread.is_alive()  # its owner closes it
+    given.close()
+    assert given._loop is None
+
+
+def test_the_finalizer_stops_the_loop_without_waiting_for_the_backend():
+    class SlowToClose(OpenAICoach):
+        closed_backend = False
+
+        async def _close_backend(self):  # close() waits for this; a finalizer must not
+            type(self).closed_backend = True
+
+    coach = SlowToClose("judge", base_url="http://127.0.0.1:9/v1", cache_dir=None)
+    coach._ensure_loop()
+    thread = coach._thread
+    coach.__del__()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and SlowToClose.closed_backend is False

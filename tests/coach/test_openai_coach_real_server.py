@@ -13,9 +13,10 @@ from __future__ import annotations
 import pytest
 
 import mappa_env
-from mappa_env.coach import CoachRequest, OpenAICoach
+from mappa_env.coach import OpenAICoach
 from mappa_env.evaluation import evaluate, run_episode
 from mappa_env.policies import make_policy
+from mappa_env.records import requests_from_json
 
 pytestmark = pytest.mark.llm_server
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.llm_server
 def coach_kwargs(llm_server, cache_dir):
     # short evidence and replies keep the CPU server at a few seconds per call
     return {"base_url": llm_server.base_url, "cache_dir": cache_dir, "max_tokens": 24,
-            "max_observation_chars": 1200, "max_output_chars": 400, "max_in_flight": 2}
+            "max_observation_chars": 1200, "max_in_flight": 2}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def recorded_requests():
         result = run_episode(env, make_policy("buggy-missing-x-test"), seed=0, record_requests=True)
     finally:
         env.close()
-    return [CoachRequest.from_dict(raw) for raw in result["coach_requests"]]
+    return requests_from_json(result["coach_requests"], result["records"])
 
 
 def test_unconstrained_replies_are_parsed_strictly_and_only_parsed_ones_cached(llm_server, recorded_requests, tmp_path):

@@ -4,6 +4,7 @@ import pytest
 
 from mappa_env.coach import CoachRequest, ReceiptsCoach, RoleInfo, Verdict, make_coach
 from mappa_env.envs.dsbench.roles import ROLES
+from mappa_env.records import Outcome, StepRecord
 
 TEAM = tuple(RoleInfo(r.name, r.consumes, r.produces) for r in ROLES)
 INPUTS = {"train.csv": 100, "test.csv": 50, "sample_submission.csv": 20}
@@ -12,12 +13,13 @@ DE_OUT = {"X_train.pkl": 1, "y_train.pkl": 1, "X_test.pkl": 1, "test_ids.pkl": 1
 
 def request(role="analyst", *, status="ok", error="", after=None, ends_stage=False, outcome=None,
             changed=(), task_type="classification"):
+    step = StepRecord(
+        agent=role, action_index=0, action="", code="x" if status != "no_code" else "", status=status, error=error,
+        workspace_after=after if after is not None else dict(INPUTS), files_changed=tuple(changed), ends_stage=ends_stage,
+    )
     return CoachRequest(
-        env_id="dsbench-v0", task_id="t", task_type=task_type, role=role, role_instructions="",
-        team=TEAM, task_description="", observation="", action="", code="x" if status != "no_code" else "",
-        action_index=0, ends_stage=ends_stage, status=status, stdout="", stderr="", error=error,
-        workspace_before={}, workspace_after=after if after is not None else dict(INPUTS),
-        files_changed=tuple(changed), outcome=outcome,
+        env_id="dsbench-v0", task_id="t", task_type=task_type, step=step, role_instructions="", team=TEAM,
+        task_description="", observation="", outcome=None if outcome is None else Outcome.from_info(outcome),
     )
 
 

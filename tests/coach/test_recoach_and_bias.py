@@ -90,7 +90,7 @@ def test_coach_cli_explains_missing_recordings(tmp_path, capsys):
 @pytest.mark.slow
 def test_coach_cli_recoaches_with_a_local_model_in_batches(recorded, tiny_chat_model, capsys):
     options = {"force_score_line": True, "max_new_tokens": 24, "cache_dir": None, "batch_size": 8,
-               "max_output_chars": 200, "max_observation_chars": 200}
+               "max_observation_chars": 200}
     argv = ["coach", "--episodes", str(recorded), "--coach", f"hf:{tiny_chat_model}", "--coach-kwargs", json.dumps(options)]
     assert main(argv) == 0
     out = capsys.readouterr().out

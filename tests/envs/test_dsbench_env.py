@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pettingzoo.test import api_test
+from pettingzoo.test import api_test, render_test, seed_test
 
 import mappa_env
 from mappa_env.envs.pipeline import render_messages
@@ -30,6 +30,17 @@ def env():
 
 def test_pettingzoo_api_test(env):
     api_test(env, num_cycles=50)
+
+
+def test_pettingzoo_seed_test():
+    # random text actions hold no code: each episode is three quick "done" actions
+    seed_test(lambda: mappa_env.make("dsbench-v0", split="heldout"), num_cycles=20)
+
+
+def test_pettingzoo_render_test(capsys):
+    # PettingZoo builds the env with render_mode="human" first: a text env prints what "ansi" returns
+    render_test(lambda render_mode=None: mappa_env.make("dsbench-v0", split="heldout", render_mode=render_mode))
+    assert "=== dsbench-v0 · task builtin/" in capsys.readouterr().out
 
 
 def test_observation_text_and_messages_carry_the_same_content(env):
@@ -229,7 +240,7 @@ def test_render_ansi_and_close_free_everything():
 def test_reset_by_task_id_and_unknown_task_id(env):
     env.reset(seed=0, options={"task_id": HELDOUT[0]})
     assert env.unwrapped.task.id == HELDOUT[0]
-    with pytest.raises(ValueError, match="not a task"):
+    with pytest.raises(ValueError, match=r"no task 'builtin/no-such-task' in dsbench-v0's split"):
         env.reset(seed=0, options={"task_id": "builtin/no-such-task"})
 
 

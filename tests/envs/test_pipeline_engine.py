@@ -35,7 +35,7 @@ class HindsightCoach(SyncCoach):
 
     def score(self, request):
         self.requests.append(request)
-        return Verdict(10.0 if request.outcome["valid"] else 0.0, "judged with the outcome", self.name)
+        return Verdict(10.0 if request.outcome.valid else 0.0, "judged with the outcome", self.name)
 
 
 def make(**kwargs):
@@ -57,11 +57,20 @@ def test_a_crashing_coach_leaves_the_action_unscored_and_the_episode_running(mod
     assert final["data_engineer"]["step_rewards"] == pytest.approx([0.6, 0.6] if mode == "process" else [0.3, 0.3])
 
 
+def test_the_evaluation_table_says_how_many_actions_went_unscored_and_why():
+    from mappa_env.evaluation import evaluate, results_table
+
+    results = evaluate("scripted", split="heldout", episodes=1, env_kwargs={"coach": ExplodingCoach()}, progress=False)
+    coaching = results["summary"]["coach"]
+    assert (coaching["actions"], coaching["unscored"], coaching["unscored_by_reason"]) == (6, 2, {"coach_error": 2})
+    assert "| exploding | 6 | 4 | 2 | coach_error 2 |" in results_table(results)
+
+
 def test_hindsight_coach_scores_every_action_after_the_episode_with_the_outcome():
     coach = HindsightCoach()
     env = make(coach=coach)
     policy = make_policy("scripted")
-    immediate = []
+    immediate, handed_out = [], []
     try:
         env.reset(seed=0)
         for agent in env.agent_iter():
@@ -71,14 +80,19 @@ def test_hindsight_coach_scores_every_action_after_the_episode_with_the_outcome(
                 continue
             env.step(policy.act(agent, obs, info))
             immediate.append(env.unwrapped.rewards[agent])
+            handed_out.append(env.unwrapped.infos[agent]["step"])
             if not env.unwrapped.terminations[agent]:  # before the end: nothing scored yet
                 assert env.unwrapped.infos[agent]["step"]["verdict"]["score"] is None
                 assert coach.requests == []
+        final = [r.verdict.score for r in env.unwrapped.step_records()]
     finally:
         env.close()
-    assert len(coach.requests) == 6 and all(r.outcome is not None and r.outcome["valid"] for r in coach.requests)
+    assert final == [10.0] * 6  # scored in hindsight, in new records ...
+    assert [s["verdict"]["score"] for s in handed_out[:-1]] == [None] * 5  # ... the mappings handed out unchanged
+    assert all(s["verdict"]["pending"] for s in handed_out[:-1])
+    assert len(coach.requests) == 6 and all(r.outcome is not None and r.outcome.valid for r in coach.requests)
     assert all(len(r.trajectory) == 6 for r in coach.requests)  # the whole episode is in view
-    assert [len(r.upstream_steps) for r in coach.requests] == [0, 0, 2, 2, 4, 4]
+    assert [len(r.upstream) for r in coach.requests] == [0, 0, 2, 2, 4, 4]
     assert immediate[:-1] == [0.0] * 5
 
 
@@ -208,3 +222,31 @@ def test_unknown_suite_options_are_value_errors():
 def test_verdict_details_cannot_overwrite_the_contract_keys():
     verdict = Verdict(7.0, "ok", "c", {"score": "raw", "tokens": 12})
     assert verdict.to_dict() == {"score": 7.0, "rationale": "ok", "coach": "c", "tokens": 12}
+
+
+def test_a_reward_calibration_shifts_the_rewards_and_the_records_keep_the_coachs_scores():
+    from mappa_env.coach.bias import BiasMonitor
+
+    planted = BiasMonitor(min_count=2)
+    for _ in range(3):  # what a run saw so far: the coach scores the failed modeler 1.5 higher on regression
+        planted.update(6.5, task_type="regression", role="modeler", success=False)
+        planted.update(5.0, task_type="classification", role="modeler", success=False)
+    env = make(reward_calibration=planted.calibrate)
+    try:
+        regression = next(t.id for t in env.unwrapped.tasks if t.task_type == "regression")
+        # no code: nothing saved, every action judged by the receipts rules
+        final = play(env, {"data_engineer": ["done"], **DONE}, task_id=regression)
+    finally:
+        env.close()
+    modeler = final["modeler"]
+    assert modeler["steps"][0]["verdict"]["score"] == 5.0  # the coach's own score, as it gave it
+    # 5.0 shifted by the pooled mean (5.75) minus its group's (6.5): the planted 1.5 gap halved away
+    assert modeler["step_rewards"] == pytest.approx([0.425])
+    assert final["data_engineer"]["step_rewards"] == pytest.approx([0.1])  # a group the monitor never saw: as scored
+
+
+def test_reward_settings_are_checked_with_what_they_mean():
+    with pytest.raises(ValueError, match="reward_calibration must be None or"):
+        make(reward_calibration=3)
+    with pytest.raises(ValueError, match=r"outcome_weight must be within \[0, 1\]"):
+        make(outcome_weight=1.5)

@@ -74,16 +74,9 @@ class LedgerEnv(TextAECEnv):
     def observe(self, agent):
         return {"text": self.infos[agent].get("messages", [{"content": ""}])[-1]["content"]}
 
-    def step(self, action):
-        agent = self.agent_selection
-        if self.terminations[agent] or self.truncations[agent]:
-            self._was_dead_step(action)
-            return
+    def _act(self, agent, action):
         reward = expected_reward(action)
-        self._steps[agent].append({"action_index": len(self._steps[agent]), "status": "no_code", "code": "",
-                                   "stdout": action, "stderr": "", "duration_s": 0.0, "files_changed": [],
-                                   "verdict": {"score": None if reward is None else 10 * reward, "rationale": "ledger",
-                                               "coach": "ledger"}})
+        self._record(agent, action, None if reward is None else 10 * reward, "ledger")
         self._rewards[agent].append(reward)
         self.rewards = {a: 0.0 for a in self.agents}
         self._cumulative_rewards[agent] = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -59,6 +60,8 @@ def test_the_tiny_config_trains_two_steps_and_leaves_logs_checkpoints_exports_an
     report = (out / "report.md").read_text()
     assert "| Policy/Run | Episodes | Success Rate (%) | Accuracy (Fair) | F1 (Fair) | RMSE (Fair) (%) | RPG |" in report
     assert "| before | 2 |" in report and "| after | 2 |" in report
+    assert "Lower is better for RMSE (Fair) (%)" in report  # the columns and their direction come from the env
+    assert re.search(r"The coach scored (\d+) of \1 training actions; none unscored\.", report) and "Bias flags: 0 " in report
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]
     for agent in AGENTS:
         assert (out / "final" / agent / "adapter_config.json").is_file()
@@ -76,6 +79,7 @@ def test_the_tiny_config_trains_two_steps_and_leaves_logs_checkpoints_exports_an
                 "eval/heldout/success_rate", "throughput/generated_tokens_per_s"):
         assert tag in tags, tag
     assert [e.step for e in events.Scalars("eval/heldout/success_rate")] == [0, 2]
+    assert [e.value for e in events.Scalars("coach/bias/flags")] == [0.0, 0.0]  # the unbiased receipts coach
     assert "sample/trajectory" in events.Tags()["tensors"] or "sample/trajectory/text_summary" in events.Tags()["tensors"]
 
 

@@ -39,7 +39,8 @@ def test_logged_rewards_average_the_scored_actions_and_count_the_unscored():
     episodes, times = collect(team, [LedgerEnv(), LedgerEnv()], specs, temperature=1.0)
     samples = [s for e in episodes for s in e.samples]
     writer = Writer()
-    log_step(writer, 5, team, episodes, samples, {a: GroupStats() for a in AGENTS}, times, 1.0, {"calls": 12})
+    log_step(writer, 5, team, episodes, samples, {a: GroupStats() for a in AGENTS}, times, 1.0, {"calls": 12},
+             {"coach/bias/flags": 0.0})
     for agent in AGENTS:
         keys = [(e.task_id, agent, i) for e in episodes for i in range(sum(s.agent == agent for s in e.samples))]
         scored = [amount(*k) for k in keys if k not in UNSCORED]
@@ -50,6 +51,11 @@ def test_logged_rewards_average_the_scored_actions_and_count_the_unscored():
     assert writer.scalars["coach/calls"] == [(5, 12.0)]
     assert writer.scalars["train/success_rate"] == [(5, 1.0)]
     assert "agent/scout/policy_loss" not in writer.scalars  # NaN (no update) is not logged as a number
+    for episode in episodes:  # one ledger task per task type: the per-type reward is that episode's scored mean
+        keys = [(episode.task_id, s.agent, s.action_index) for s in episode.samples]
+        expected = np.mean([amount(*k) for k in keys if k not in UNSCORED])
+        assert writer.scalars[f"train/reward/{episode.task_type}"] == [(5, pytest.approx(expected))]
+    assert writer.scalars["coach/bias/flags"] == [(5, 0.0)]  # the running monitor's scalars, as given
 
 
 def test_evaluation_samples_at_the_evaluation_temperature_one_episode_per_task():

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from gymnasium import spaces
 from pettingzoo import AECEnv
 
+from mappa_env.records import StepRecord, Verdict
+
 
 class TextAECEnv(AECEnv):
     """Agents observe ``{"text": str}`` and act with a ``str``; subclasses write the game."""
@@ -32,3 +34,20 @@ class TextAECEnv(AECEnv):
         self._cumulative_rewards = {a: 0.0 for a in self.agents}
         self.terminations = {a: False for a in self.agents}
         self.truncations = {a: False for a in self.agents}
+
+    def step(self, action):
+        agent = self.agent_selection
+        if self.terminations[agent] or self.truncations[agent]:
+            self._was_dead_step(action)
+            return
+        self._act(agent, action)
+
+    def _act(self, agent: str, action: str) -> None:
+        """A live agent's action: the game's own rules."""
+        raise NotImplementedError
+
+    def _record(self, agent: str, action: str, score: float | None, why: str) -> None:
+        """Keep the action's step record (``self._steps[agent]``), as mappa_env's engine writes them."""
+        verdict = Verdict(score, why, self.metadata["name"])
+        record = StepRecord(agent=agent, action_index=len(self._steps[agent]), action=action, stdout=action, verdict=verdict)
+        self._steps[agent].append(record.to_info())

@@ -52,15 +52,9 @@ class ToyDigitsEnv(TextAECEnv):
     def observe(self, agent):
         return {"text": self.infos[agent]["messages"][-1]["content"]}
 
-    def step(self, action):
-        agent = self.agent_selection
-        if self.terminations[agent] or self.truncations[agent]:
-            self._was_dead_step(action)
-            return
+    def _act(self, agent, action):
         reward = digit_share(action)
-        self._steps[agent].append({"action_index": 0, "status": "no_code", "code": "", "stdout": "", "stderr": "",
-                                   "duration_s": 0.0, "files_changed": [],
-                                   "verdict": {"score": 10 * reward, "rationale": "digit share", "coach": "toy"}})
+        self._record(agent, action, 10 * reward, "digit share")
         self.rewards = {a: 0.0 for a in self.agents}
         self.rewards[agent] = reward
         self._cumulative_rewards[agent] = 0.0

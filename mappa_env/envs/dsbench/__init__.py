@@ -29,7 +29,7 @@ Arguments: ``suite`` (``"builtin"``, ``"dsbench"``, ``"user"`` or a task directo
 (``{"root": ...}`` for DSBench, ``{"path": ...}`` for user tasks), ``split`` (``"train"``, ``"heldout"``,
 ``"all"``), and the engine's ``max_actions_per_agent``, ``reward_mode``, ``reward_scale``,
 ``outcome_weight``, ``coach``, ``coach_kwargs``, ``sandbox``, ``sandbox_kwargs``, ``exec_timeout_s``,
-``max_output_chars``, ``render_mode`` (``"ansi"``), ``max_cycles``.
+``max_output_chars``, ``render_mode`` (``"ansi"`` or ``"human"``), ``max_cycles``.
 
 Version history:
     v0: initial release.
@@ -48,15 +48,22 @@ from pettingzoo.utils import wrappers
 from mappa_env.envs.dsbench.grader import grade_submission
 from mappa_env.envs.dsbench.roles import ROLES
 from mappa_env.envs.pipeline import PipelineEnv, check_engine_kwargs
+from mappa_env.metrics import TABULAR_OUTCOME_METRICS, TABULAR_SUMMARY_METRICS, aggregate_outcomes
+from mappa_env.records import Outcome
+from mappa_env.scorecard import Scorecard
 from mappa_env.tasks.task import SPLITS
 
 
 class DSBenchEnv(PipelineEnv):
     """The data engineer → modeler → analyst pipeline on tabular tasks. Build it with :func:`env`."""
 
-    metadata = {"render_modes": ["ansi"], "name": "dsbench_v0", "is_parallelizable": False}
+    metadata = {**PipelineEnv.metadata, "name": "dsbench_v0"}
     env_id = "dsbench-v0"
     roles = ROLES
+    scorecard = Scorecard(
+        task_types=("classification", "regression"), outcome_metrics=TABULAR_OUTCOME_METRICS,
+        summary_metrics=TABULAR_SUMMARY_METRICS, summarise=aggregate_outcomes,
+    )
 
     def __init__(
         self,
@@ -98,11 +105,11 @@ class DSBenchEnv(PipelineEnv):
     def _grade(self, task, workspace: Path) -> dict[str, Any]:
         return grade_submission(task, workspace / "submission.csv")
 
-    def _outcome_score(self, outcome: Mapping[str, Any]) -> float:
-        if not outcome.get("valid"):
+    def _outcome_score(self, outcome: Outcome) -> float:
+        if not outcome.valid:
             return 0.0
-        metrics = outcome.get("metrics", {})
-        key = "rmse_pct_range" if outcome.get("task_type") == "regression" else "primary"
+        metrics = outcome.metrics
+        key = "rmse_pct_range" if outcome.task_type == "regression" else "primary"
         value = metrics.get(key)
         if value is None or math.isnan(value):  # undefined metric (no target range, one-class test set)
             rpg = metrics.get("rpg")

@@ -6,7 +6,7 @@ exactly the sample submission's columns (in any order), with every test id exact
 and with a usable prediction in every row (a finite number for regression, a non-empty label for
 classification). An invalid submission is data, not an exception: the outcome says why, precisely enough
 for the coach and the agent to act on. Exceptions are raised only for broken task data (a misconfigured
-``Task`` or inconsistent files on the host).
+``TabularTask`` or inconsistent files on the host).
 
 Rows are matched to the answers BY ID, never by row position (a shuffled correct submission scores the
 same as a sorted one). Ids and classification labels are compared as normalised strings
@@ -39,7 +39,7 @@ from mappa_env.metrics import (
     relative_performance_gap,
     score_predictions,
 )
-from mappa_env.tasks.task import Task
+from mappa_env.tasks.task import TabularTask
 
 #: Submissions larger than this are refused unread (a test set of 10^5 rows fits in a few MB).
 MAX_SUBMISSION_BYTES = 50 * 1024 * 1024
@@ -64,7 +64,7 @@ class _Reference:
     baseline: float  # the constant baseline's value of the primary metric
 
 
-def grade_submission(task: Task, submission_path: Path) -> dict[str, Any]:
+def grade_submission(task: TabularTask, submission_path: Path) -> dict[str, Any]:
     """Grade one submission file against ``task``'s hidden answers.
 
     Returns the outcome mapping with exactly the keys ``valid`` (bool), ``reason`` (``"ok"`` when valid,
@@ -85,11 +85,11 @@ def grade_submission(task: Task, submission_path: Path) -> dict[str, Any]:
     return _outcome(task, valid=True, reason="ok", metrics=_score(task, reference, predictions))
 
 
-def _outcome(task: Task, *, valid: bool, reason: str, metrics: dict[str, float]) -> dict[str, Any]:
+def _outcome(task: TabularTask, *, valid: bool, reason: str, metrics: dict[str, float]) -> dict[str, Any]:
     return {"valid": valid, "reason": reason, "metrics": metrics, "task_id": task.id, "task_type": task.task_type}
 
 
-def _score(task: Task, reference: _Reference, predictions: list[Any]) -> dict[str, float]:
+def _score(task: TabularTask, reference: _Reference, predictions: list[Any]) -> dict[str, float]:
     kwargs = {"positive_label": task.positive_label, "target_range": task.target_range}
     metrics = score_predictions(task.task_type, reference.truth, predictions, **kwargs)
     primary = metric_value(task.metric, reference.truth, predictions, **kwargs)
@@ -176,7 +176,7 @@ def _first_line(exc: Exception) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _aligned_predictions(task: Task, reference: _Reference, frame: pd.DataFrame) -> list[Any]:
+def _aligned_predictions(task: TabularTask, reference: _Reference, frame: pd.DataFrame) -> list[Any]:
     """The predictions in answers order (matched by id), or :class:`_Rejected` with the reason."""
     _check_columns(reference.columns, frame)
     if frame.empty:
@@ -266,7 +266,7 @@ def _file_version(path: Path) -> tuple[str, int, int]:
     return (str(path), stat.st_mtime_ns, stat.st_size)
 
 
-def _load_reference(task: Task) -> _Reference:
+def _load_reference(task: TabularTask) -> _Reference:
     if task.metric not in HIGHER_IS_BETTER:
         raise ValueError(
             f"task {task.id!r}: unknown metric {task.metric!r}; expected one of {sorted(HIGHER_IS_BETTER)}"

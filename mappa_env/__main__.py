@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mappa_env.sandbox.base import DEFAULT_EXEC_TIMEOUT_S
 from mappa_env.tasks.task import SPLITS
 
 COACH_HELP = "receipts, auto, openai:<model> or hf:<path-or-id>"
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--sandbox", default="local",
                     help="sandbox backend: local (bubblewrap), docker (a container per agent; see `sandbox "
                     "build-image`) or unisolated (default: local)")
-    ev.add_argument("--exec-timeout", type=float, default=60.0, help="seconds per code execution (default: 60)")
+    ev.add_argument("--exec-timeout", type=float, default=DEFAULT_EXEC_TIMEOUT_S,
+                    help=f"seconds per code execution (default: {DEFAULT_EXEC_TIMEOUT_S:g})")
     ev.add_argument("--output", type=Path, default=None,
                     help="JSON results path (default: results/eval-<policy>-<split>.json)")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -190,7 +190,9 @@ class TeamModel:
         """Chat-template token ids of ``messages`` plus the assistant opening, cut to ``max_prompt_tokens``.
 
         Too long a prompt keeps its first quarter (system prompt and task) and its last three quarters
-        (the most recent turns), dropping the middle: the same rule as the environment's text truncation.
+        (the most recent turns), dropping the middle. A rule of tokens and of its own, not the
+        environment's (:func:`mappa_env.text.truncate_middle` cuts characters and keeps two thirds of
+        the head): a prompt's latest turns matter most, a program's output its first lines.
         """
         ids = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
                                                  return_dict=True)["input_ids"]

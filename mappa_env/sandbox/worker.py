@@ -143,6 +143,9 @@ def _preload(modules):
 
 
 def _clip(text, limit):
+    # Not mappa_env.text.truncate_middle: this file runs in a bare interpreter in the sandbox and imports
+    # nothing of mappa_env. It only bounds what crosses the pipe; the environment then cuts the output to
+    # its max_output_chars with the one rule that agents and coaches see.
     if len(text) <= limit:
         return text
     half = limit // 2

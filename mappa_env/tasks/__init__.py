@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mappa_env.arguments import did_you_mean
+from mappa_env.arguments import did_you_mean, reject_unknown
 from mappa_env.tasks.task import ANSWERS_FILE, PUBLIC_FILES, SPLITS, SplitSelection, TabularTask, Task
 
 SUITES = ("builtin", "dsbench", "user")
@@ -70,10 +70,7 @@ def _load_suite(suite: str | Path, kwargs: dict) -> list[Task]:
             raise ValueError("the dsbench suite needs root=<path to the DSBench data folder> (suite_kwargs={'root': ...})")
         from mappa_env.tasks.dsbench import load_dsbench
 
-        unknown = set(kwargs) - {"root", "train_names", "names", "overrides", "manifest"}
-        if unknown:
-            raise ValueError(f"the dsbench suite has no option(s) {sorted(unknown)}; "
-                             "valid: root, train_names, names, overrides, manifest")
+        reject_unknown("the dsbench suite (suite_kwargs)", kwargs, ["root", "train_names", "names", "overrides", "manifest"])
         return load_dsbench(**kwargs)
     if suite == "user":
         if set(kwargs) != {"path"}:

@@ -17,6 +17,18 @@ def test_unknown_suite_lists_valid_names():
         load_tasks("kaggle")
 
 
+def test_a_suite_path_that_does_not_exist_lists_the_valid_suites():
+    import mappa_env
+
+    with pytest.raises(ValueError, match=r"'/nonexistent' is neither a suite name \(builtin, dsbench, user\) nor an existing"):
+        mappa_env.make("dsbench-v0", suite="/nonexistent")
+
+
+def test_unknown_dsbench_options_name_the_closest_one(tmp_path):
+    with pytest.raises(ValueError, match=r"dsbench suite \(suite_kwargs\) has no argument 'nmes'. Did you mean 'names'\?"):
+        load_tasks("dsbench", root=tmp_path, nmes=["x"])
+
+
 def test_dsbench_requires_root():
     with pytest.raises(ValueError, match="root="):
         load_tasks("dsbench")

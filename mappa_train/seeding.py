@@ -90,6 +90,9 @@ def torch_rng(seed: int, device: Any = "cpu") -> Iterator[None]:
     the global generators; this forks them (``torch.random.fork_rng``), seeds the fork and restores
     the caller's states on the way out, so a library call neither depends on nor disturbs them. On a
     CPU device only the CPU generator is seeded: a CUDA reseed there would be queued and land later.
+    The fork is process-wide, not per thread: no other thread may draw from torch's global generators
+    while the block runs (a component sampling in a thread of its own, as the ``hf:`` coach does, uses
+    a ``torch.Generator`` instead).
     """
     import torch
 

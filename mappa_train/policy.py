@@ -428,7 +428,7 @@ def export(team: TeamModel, directory: Path, *, include_base: bool | None = None
             weights = "_base" if "base" in team.agents else "base"
             base.save_pretrained(directory / weights, state_dict=state)
             team.tokenizer.save_pretrained(directory / weights)
-    how = (f"from mappa_env.hf_models import load_exported_base; from peft import PeftModel; "
+    how = ("from mappa_env.hf_models import load_exported_base; from peft import PeftModel; "
            f"tokenizer, base = load_exported_base(FINAL); model = PeftModel.from_pretrained(base, f'{{FINAL}}/<agent>')"
            if team.topology == "lora" else
            "from transformers import AutoModelForCausalLM; model = AutoModelForCausalLM.from_pretrained(f'{FINAL}/<agent>')")

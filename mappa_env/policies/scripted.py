@@ -18,8 +18,6 @@ role and leaves the others correct:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
 from mappa_env.envs.dsbench.roles import ROLES
 from mappa_env.policies.base import ScriptedTeamBase

@@ -33,19 +33,27 @@ def toy_config(model_dir, out, estimator: str, steps: int) -> TrainConfig:
     }).validate()
 
 
+#: Steps of the toy runs. 12 sufficed for all three estimators at run.seed 0 until the seeds became named
+#: streams (mappa_train.seeding); then GRPO's writer averaged 0.550 over its last two steps at seed 0
+#: (needed: 0.5675; 0.73 at step 12), while 13 of 14 seeds passed (the old seeds: 14 of 14, seed 13 slowest).
+#: Seed luck, not slower learning: the runs are given 16 steps rather than a weaker assertion. Measured
+#: with 16 steps: both agents pass for all three estimators at each of run.seed 0-9 (60 of 60).
+STEPS = 16
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["reinforce_pp", "grpo", "rloo"])
 def test_reward_rises_clearly_on_the_toy_environment(estimator, tiny_chat_model, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     toy_env.register()
-    out = train(toy_config(tiny_chat_model, tmp_path / "run", estimator, steps=12))
+    out = train(toy_config(tiny_chat_model, tmp_path / "run", estimator, steps=STEPS))
     events = EventAccumulator(str(out))
     events.Reload()
     for agent in ("writer", "checker"):
         rewards = [e.value for e in events.Scalars(f"agent/{agent}/reward")]
-        assert len(rewards) == 12
+        assert len(rewards) == STEPS
         first, last = sum(rewards[:2]) / 2, sum(rewards[-2:]) / 2
         assert first < 0.2 and last > first + 0.5, f"{agent} under {estimator}: {rewards}"
     assert (out / "report.md").read_text().count("(no evaluation was configured)") == 1
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-12"]  # checkpoint_every 0: at the end only
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-{STEPS}"]  # checkpoint_every 0: at the end only

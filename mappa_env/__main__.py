@@ -157,7 +157,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _coach(args: argparse.Namespace) -> int:
-    from mappa_env.coach import make_coach
+    from mappa_env.coach import close_coach, make_coach
     from mappa_env.coach.bias import monitor_from_records
     from mappa_env.coach.offline import load_episodes, recoach, rows_table
     from mappa_env.error import Error
@@ -169,7 +169,10 @@ def _coach(args: argparse.Namespace) -> int:
     try:
         episodes = load_episodes(args.episodes)
         coach = make_coach(args.coach, **options)
-        rows = recoach(episodes, coach)
+        try:
+            rows = recoach(episodes, coach)
+        finally:
+            close_coach(coach)
     except (ValueError, OSError, ImportError, Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

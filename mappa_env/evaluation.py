@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mappa_env.policies import Policy, make_policy
-from mappa_env.records import RECORDS_FORMAT_VERSION, requests_to_json
+from mappa_env.records import RECORDS_FORMAT_VERSION, requests_to_json, unscored_reason
+from mappa_env.scorecard import scorecard_of
 from mappa_env.registration import make
 
 
@@ -96,7 +97,7 @@ def evaluate(
     env = make(env_id, split=split, **dict(env_kwargs or {}))
     try:
         tasks = [t.id for t in env.unwrapped.tasks]
-        scorecard = env.unwrapped.scorecard
+        scorecard = scorecard_of(env)
         n = len(tasks) if episodes is None else episodes
         if n < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -127,7 +128,7 @@ def summarise_coaching(episodes: list[Mapping[str, Any]]) -> dict[str, Any]:
     unscored: dict[str, int] = {}
     for _, _, v in verdicts:
         if v["score"] is None:
-            reason = v.get("unscored_reason", "unknown")
+            reason = unscored_reason(v)
             unscored[reason] = unscored.get(reason, 0) + 1
     costs = [v.get("cost_usd") for _, _, v in verdicts if "cost_usd" in v]
     monitor = monitor_from_records(

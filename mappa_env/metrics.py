@@ -488,10 +488,17 @@ TABULAR_OUTCOME_METRICS = ("accuracy", "f1", "macro_f1", "roc_auc", "rmse", "mae
                            "baseline", "rpg")
 
 
+#: How a tabular team (``dsbench-v0``) is scored.
+TABULAR_SCORECARD = Scorecard(
+    task_types=("classification", "regression"), outcome_metrics=TABULAR_OUTCOME_METRICS,
+    summary_metrics=TABULAR_SUMMARY_METRICS, summarise=aggregate_outcomes,
+)
+
+
 def format_results_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     """A markdown table of :func:`aggregate_outcomes` results, one row per (name, aggregate); NaN → ``n/a``.
 
     Columns as in the published MAPPA results: Policy/Run, Episodes, Success Rate (%), Accuracy (Fair),
     F1 (Fair), RMSE (Fair) (%), RPG (:data:`TABULAR_SUMMARY_METRICS`).
     """
-    return Scorecard(("classification", "regression"), summary_metrics=TABULAR_SUMMARY_METRICS).table(rows)
+    return TABULAR_SCORECARD.table(rows)

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import Any
 
 __all__ = [
     "ERROR_STATUSES", "NO_CODE", "RECORDS_FORMAT_VERSION", "STEP_STATUSES", "CoachRequest", "Outcome", "RoleInfo", "StepRecord", "Verdict",
-    "requests_from_json", "requests_to_json",
+    "requests_from_json", "requests_to_json", "unscored_reason",
 ]
 
 #: What ``StepRecord.status`` may say: the sandbox's outcomes, or no code to run.
@@ -36,8 +35,21 @@ NO_CODE = "no_code"
 RECORDS_FORMAT_VERSION = 2
 
 
+class ReadOnlyDict(dict):
+    """A dict whose items cannot be changed: what a record's mappings are. Copies, pickles and JSON
+    like a dict (a ``MappingProxyType`` would not pickle, which rules out process pools and Ray)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a record's mappings are read-only; make a new record (dataclasses.replace) instead")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (dict(self),)
+
+
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return MappingProxyType(dict(value or {}))
+    return value if isinstance(value, ReadOnlyDict) else ReadOnlyDict(value or {})
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,13 @@ class Verdict:
         """Inverse of :meth:`to_dict`."""
         details = {k: v for k, v in data.items() if k not in ("score", "rationale", "coach")}
         return cls(data["score"], data["rationale"], data["coach"], details)
+
+
+def unscored_reason(verdict: Mapping[str, Any] | None) -> str:
+    """Why a verdict mapping (``StepRecord.to_info()["verdict"]``) has no score: its ``unscored_reason``,
+    ``"pending"`` for a hindsight verdict not given yet, else ``"unknown"``."""
+    verdict = verdict or {}
+    return str(verdict.get("unscored_reason") or ("pending" if verdict.get("pending") else "unknown"))
 
 
 @dataclass(frozen=True)
@@ -124,6 +143,8 @@ class StepRecord:
     verdict: Verdict | None = None
 
     def __post_init__(self) -> None:
+        if self.status not in STEP_STATUSES:
+            raise ValueError(f"step status must be one of {STEP_STATUSES}, got {self.status!r}")
         object.__setattr__(self, "files_changed", tuple(self.files_changed))
         object.__setattr__(self, "workspace_before", _frozen_mapping(self.workspace_before))
         object.__setattr__(self, "workspace_after", _frozen_mapping(self.workspace_after))

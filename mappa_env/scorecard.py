@@ -1,9 +1,11 @@
 """How a team is scored, as the team declares it: task types, outcome metrics, and the summary table.
 
-A trainer or an evaluation script knows no team. It reads ``env.unwrapped.scorecard`` and from it
-alone: which task types exist (for stratified sampling and bias checks), which metrics an episode's
-outcome carries, how a set of outcomes is summarised (:meth:`Scorecard.summarise`), which summary
-numbers to log and whether higher is better, and the results table (:meth:`Scorecard.table`).
+A trainer or an evaluation script knows no team. It reads ``env.unwrapped.scorecard``
+(:func:`scorecard_of`) and from it alone: how a set of outcomes is summarised
+(:meth:`Scorecard.summarise`), which summary numbers to log and whether higher is better, and the
+results table (:meth:`Scorecard.table`). ``task_types`` and ``outcome_metrics`` document what the
+team's tasks and outcomes hold (each task record carries its own type, which is what samplers and the
+bias monitor read).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SUCCESS_RATE", "Scorecard", "SummaryMetric", "success_summary"]
+__all__ = ["SUCCESS_RATE", "Scorecard", "SummaryMetric", "scorecard_of", "success_summary"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,12 @@ class Scorecard:
         """One sentence saying which columns are better lower (empty when all are better higher)."""
         lower = [m.label for m in self.summary_metrics if not m.higher_is_better]
         return f"Lower is better for {', '.join(lower)}; higher for the others." if lower else "Higher is better."
+
+
+def scorecard_of(env: Any) -> Scorecard:
+    """What ``env`` declares of its scoring (``env.unwrapped.scorecard``); an environment that declares
+    nothing is summarised by its success rate, with the task types its tasks have."""
+    declared = getattr(env.unwrapped, "scorecard", None)
+    if isinstance(declared, Scorecard):
+        return declared
+    return Scorecard(task_types=tuple(sorted({t.task_type for t in env.unwrapped.tasks})))

@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from mappa_train.trainer import train
 
+    from mappa_env.error import Error
+
     try:
         out = train(config)
-    except (ValueError, OSError, ImportError) as exc:
+    except (ValueError, OSError, ImportError, Error) as exc:  # bad input, broken infrastructure, no coach
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"done: {out} (report.md, TensorBoard logs: tensorboard --logdir {out})")

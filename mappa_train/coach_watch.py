@@ -25,12 +25,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mappa_env.coach.bias import BiasMonitor
-from mappa_env.records import CoachRequest, RoleInfo, StepRecord
+from mappa_env.error import Error
+from mappa_env.records import CoachRequest, RoleInfo, StepRecord, unscored_reason
 
 from mappa_train.rollout import ActionSample, EpisodeResult
 
 
-class CoachUnavailableError(RuntimeError):
+class CoachUnavailableError(Error, RuntimeError):
     """The coach cannot score actions: training would have nothing to learn from."""
 
 
@@ -84,17 +85,17 @@ class UnscoredWatch:
         unscored = [s for s in samples if s.reward is None]
         self.actions += len(samples)
         self.unscored += len(unscored)
-        self.by_reason.update(_reason(s.step) for s in unscored)
+        self.by_reason.update(unscored_reason(s.step.get("verdict")) for s in unscored)
         self.steps_without_rewards = self.steps_without_rewards + 1 if samples and len(unscored) == len(samples) else 0
         if self.stop_after and self.steps_without_rewards >= self.stop_after:
             raise CoachUnavailableError(
                 f"{self.steps_without_rewards} steps in a row (up to step {step}) had no scored action to train on "
-                f"(unscored: {_reasons(Counter(_reason(s.step) for s in unscored))}); check the coach, or raise "
+                f"(unscored: {_reasons(Counter(unscored_reason(s.step.get('verdict')) for s in unscored))}); check the coach, or raise "
                 "coach_watch.stop_after_unscored_steps (0: never stop)"
             )
         if samples and len(unscored) / len(samples) > self.warn_share:
             return (f"step {step}: the coach left {len(unscored)} of {len(samples)} actions unscored "
-                    f"({_reasons(Counter(_reason(s.step) for s in unscored))}); they are not trained on")
+                    f"({_reasons(Counter(unscored_reason(s.step.get('verdict')) for s in unscored))}); they are not trained on")
         return None
 
     def summary(self) -> str:
@@ -114,17 +115,17 @@ class UnscoredWatch:
         self.steps_without_rewards = int(state["steps_without_rewards"])
 
 
-def _reason(step: Mapping[str, Any]) -> str:
-    verdict = step.get("verdict") or {}
-    return str(verdict.get("unscored_reason") or ("pending" if verdict.get("pending") else "no score"))
-
-
 def _reasons(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
 
 
 class BiasWatch:
-    """One bias monitor over the whole run, fed every step with the coach's raw scores."""
+    """One bias monitor over the whole run, fed every step with the coach's raw scores.
+
+    Written only between steps (:meth:`observe`, in the trainer's thread, after every episode of the step
+    has finished) and only read while episodes run (:meth:`calibrate`, from environment threads): that
+    order is what makes sharing it between threads safe without a lock.
+    """
 
     def __init__(self, *, min_count: int, threshold: float):
         self.monitor = BiasMonitor(min_count=min_count, threshold=threshold)

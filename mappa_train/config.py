@@ -132,7 +132,7 @@ class RolloutConfig:
     tasks_per_step: int = option(2, "tasks drawn per training step")
     samples_per_task: int = option(1, "episodes per task (grpo/rloo compare them)")
     envs_in_flight: int = option(2, "episodes run concurrently")
-    stratify: bool = option(True, "keep each step's balance of task types (the env's scorecard) equal to the split's")
+    stratify: bool = option(True, "keep each step's balance of task types (each task's task_type) equal to the split's")
     mask_truncated: bool = option(False, "leave completions cut at max_new_tokens out of the loss (off, as in TRL: a cut "
                                    "completion still carries its reward, e.g. a low score for rambling)")
 
@@ -267,7 +267,7 @@ class TrainConfig:
             if not condition:
                 problems.append(message)
 
-        from mappa_env.sandbox import BACKENDS, check_timeout  # here: the sandbox package is no business of --help
+        from mappa_env.sandbox import BACKENDS, check_timeout
 
         for key, value, choices in _vocabulary_settings(self):
             need(value in choices, f"{key} {value!r}: use {_or(choices)}.{did_you_mean(str(value), choices)}")

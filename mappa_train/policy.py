@@ -429,7 +429,7 @@ def export(team: TeamModel, directory: Path, *, include_base: bool | None = None
             base.save_pretrained(directory / weights, state_dict=state)
             team.tokenizer.save_pretrained(directory / weights)
     how = ("from mappa_env.hf_models import load_exported_base; from peft import PeftModel; "
-           f"tokenizer, base = load_exported_base(FINAL); model = PeftModel.from_pretrained(base, f'{{FINAL}}/<agent>')"
+           "tokenizer, base = load_exported_base(FINAL); model = PeftModel.from_pretrained(base, f'{FINAL}/<agent>')"
            if team.topology == "lora" else
            "from transformers import AutoModelForCausalLM; model = AutoModelForCausalLM.from_pretrained(f'{FINAL}/<agent>')")
     (directory / BASE_MODEL_FILE).write_text(json.dumps({

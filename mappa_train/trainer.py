@@ -21,7 +21,7 @@ import torch
 
 from mappa_train import checkpoint, seeding
 from mappa_env.records import ERROR_STATUSES, NO_CODE
-from mappa_env.scorecard import Scorecard
+from mappa_env.scorecard import Scorecard, scorecard_of
 
 from mappa_train.coach_watch import BiasWatch, UnscoredWatch, probe_coach
 from mappa_train.config import TrainConfig, apply_threads
@@ -43,7 +43,7 @@ def output_directory(config: TrainConfig) -> Path:
 
 def train(config: TrainConfig) -> Path:
     """Run training as configured; returns the output directory."""
-    from mappa_env.coach import make_coach
+    from mappa_env.coach import close_coach, make_coach
     from torch.utils.tensorboard import SummaryWriter
 
     config.validate()
@@ -54,11 +54,14 @@ def train(config: TrainConfig) -> Path:
     coach = make_coach(config.env.coach, **config.env.coach_kwargs)  # one coach: shared cache, limits, statistics
     bias = BiasWatch(min_count=watch.bias_min_count, threshold=watch.bias_threshold)  # over the whole run
     unscored = UnscoredWatch(warn_share=watch.warn_unscored_share, stop_after=watch.stop_after_unscored_steps)
-    envs = make_envs(config, coach, split=config.env.split, count=config.rollout.envs_in_flight,
-                     calibration=bias.calibrate if watch.calibrate else None)
-    try:
+    envs: list[Any] = []
+    try:  # from here on, whatever fails closes the coach and the environments made so far
+        envs += make_envs(config, coach, split=config.env.split, count=config.rollout.envs_in_flight,
+                          calibration=bias.calibrate if watch.calibrate else None)
         tasks = [(t.id, t.task_type) for t in envs[0].unwrapped.tasks]
-        probe_coach(coach, env_id=config.env.id, agents=envs[0].possible_agents, task_id=tasks[0][0], task_type=tasks[0][1])
+        if config.env.reward_mode != "outcome":  # in outcome mode the coach's scores are not the rewards
+            probe_coach(coach, env_id=config.env.id, agents=envs[0].possible_agents, task_id=tasks[0][0],
+                        task_type=tasks[0][1])
         team = TeamModel(envs[0].possible_agents, config.model, config.policy, seed=config.run.seed)
         sampler = TaskSampler(tasks, stratify=config.rollout.stratify, seed=config.run.seed)
         optimisation = Optimisation(team, config.optim, total_updates=config.run.steps * config.algorithm.updates_per_step)
@@ -146,9 +149,7 @@ def train(config: TrainConfig) -> Path:
     finally:
         for env in envs:
             env.close()
-        close = getattr(coach, "close", None)
-        if close:
-            close()
+        close_coach(coach)
     return out
 
 
@@ -295,15 +296,6 @@ def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any,
     summary["unscored_actions"] = sum(s.reward is None for s in samples)  # said in the report
     summary["actions"] = len(samples)
     return {"step": step, "summary": summary}
-
-
-def scorecard_of(env: Any) -> Scorecard:
-    """What ``env`` declares of its scoring (``env.unwrapped.scorecard``); an environment that declares
-    nothing is summarised by its success rate, with the task types its tasks have."""
-    declared = getattr(env.unwrapped, "scorecard", None)
-    if isinstance(declared, Scorecard):
-        return declared
-    return Scorecard(task_types=tuple(sorted({t.task_type for t in env.unwrapped.tasks})))
 
 
 def write_report(out: Path, config: TrainConfig, evaluations: Mapping[str, Any], *, steps: int, scorecard: Scorecard,

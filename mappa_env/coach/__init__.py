@@ -21,12 +21,12 @@ import os
 from typing import Any
 
 from mappa_env.arguments import accepted_parameters, reject_unknown
-from mappa_env.coach.base import Coach, CoachRequest, RoleInfo, SyncCoach, Verdict
+from mappa_env.coach.base import Coach, CoachRequest, RoleInfo, SyncCoach, Verdict, close_coach
 from mappa_env.coach.receipts import ReceiptsCoach, quality_cap
 
 __all__ = [
     "COACH_NAMES", "Coach", "CoachRequest", "HFCoach", "OpenAICoach", "ReceiptsCoach", "RoleInfo", "SyncCoach", "Verdict",
-    "make_coach", "quality_cap",
+    "close_coach", "make_coach", "quality_cap",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,9 @@ def make_coach(spec: str | Coach, **kwargs: Any) -> Coach:
             if kwargs:
                 raise ValueError("coach_kwargs only apply when coach is given by name, not as an instance")
             return spec
-        raise ValueError(f"coach must be a name ({', '.join(COACH_NAMES)}) or a Coach instance, got {spec!r}")
+        missing = [m for m in ("name", "timing", "score", "ascore") if not hasattr(spec, m)]
+        raise ValueError(f"coach must be a name ({', '.join(COACH_NAMES)}) or a Coach instance (name, timing, score, "
+                         f"ascore; SyncCoach gives the last two), got {spec!r}, which lacks {', '.join(missing)}")
     if spec == "receipts":
         _reject_kwargs(spec, kwargs)
         return ReceiptsCoach()
@@ -78,6 +80,9 @@ def _construct(cls: type, spec: str, kwargs: dict[str, Any]) -> Coach:
     """``cls(<name after the prefix>, **kwargs)``, refusing unknown options with the list of valid ones."""
     from mappa_env.coach.llm import SHARED_OPTIONS
 
+    if "max_output_chars" in kwargs:
+        raise ValueError("coach_kwargs['max_output_chars']: tool output is cut once, by the environment's max_output_chars "
+                         "(the coach shows it as kept there); set that instead")
     own = accepted_parameters(cls, exclude=("self", "model", "path"))
     reject_unknown(f"coach {spec!r} (coach_kwargs)", kwargs, [*own, *SHARED_OPTIONS])
     return cls(spec.split(":", 1)[1], **kwargs)

@@ -18,7 +18,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from mappa_env.records import CoachRequest, RoleInfo, StepRecord, Verdict
 
-__all__ = ["Coach", "CoachRequest", "RoleInfo", "StepRecord", "SyncCoach", "Timing", "Verdict"]
+__all__ = ["Coach", "CoachRequest", "RoleInfo", "StepRecord", "SyncCoach", "Timing", "Verdict", "close_coach"]
 
 Timing = Literal["online", "hindsight"]
 
@@ -27,8 +27,10 @@ Timing = Literal["online", "hindsight"]
 class Coach(Protocol):
     """Scores actions. ``timing`` says when: right after each action, or after the whole episode.
 
-    ``close()`` releases what the coach holds (an HTTP client, a model, threads); whoever built the
-    coach from a name closes it, and a coach passed in as an instance is closed by whoever made it.
+    A coach that holds resources (an HTTP client, a model, threads) also has ``close()``, which
+    :func:`close_coach` calls: whoever built the coach from a name closes it, and a coach passed in as
+    an instance is closed by whoever made it. ``close`` is not required, so a coach written as four
+    members still is one.
     """
 
     name: str
@@ -38,7 +40,12 @@ class Coach(Protocol):
 
     async def ascore(self, request: CoachRequest) -> Verdict: ...
 
-    def close(self) -> None: ...
+
+def close_coach(coach: Coach) -> None:
+    """Release what ``coach`` holds, if it has a ``close()``."""
+    close = getattr(coach, "close", None)
+    if callable(close):
+        close()
 
 
 class SyncCoach:

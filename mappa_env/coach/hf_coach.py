@@ -102,6 +102,8 @@ class HFCoach(LLMCoach):
 
     # ------------------------------------------------------------------ LLMCoach hooks
     async def _complete(self, messages: list[dict[str, str]]) -> Completion:
+        if not self._worker.is_alive():  # closed: nobody would ever answer the queue
+            return Completion(error="the coach was closed (its generation thread has stopped); make a new one")
         async with self._semaphore:
             future: concurrent.futures.Future = concurrent.futures.Future()
             self._queue.put((messages, future))

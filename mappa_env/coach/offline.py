@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mappa_env.coach.base import Coach
+from mappa_env.coach.base import Coach, Verdict
 from mappa_env.records import RECORDS_FORMAT_VERSION, requests_from_json
 
 
@@ -56,9 +56,14 @@ def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[st
             items.append((number, episode, request, recorded))
 
     async def score_all():
-        return await asyncio.gather(*(coach.ascore(request) for _, _, request, _ in items))
+        return await asyncio.gather(*(coach.ascore(request) for _, _, request, _ in items), return_exceptions=True)
 
-    verdicts = asyncio.run(score_all())
+    name = getattr(coach, "name", type(coach).__name__)
+    verdicts = [  # a coach that raises leaves that action unscored, as in an episode: failures are data
+        Verdict(None, f"coach error: {type(v).__name__}: {v}", name, {"unscored_reason": "coach_error"})
+        if isinstance(v, Exception) else v
+        for v in asyncio.run(score_all())
+    ]
     return [
         {
             "episode": number,

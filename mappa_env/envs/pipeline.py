@@ -40,7 +40,7 @@ import numpy as np
 from pettingzoo import AECEnv
 
 from mappa_env.arguments import accepted_parameters, reject_unknown
-from mappa_env.coach import Coach, make_coach
+from mappa_env.coach import Coach, close_coach, make_coach
 from mappa_env.envs import rewards, transcript, workspace
 from mappa_env.envs.rewards import RewardMode, ScoreCalibration
 from mappa_env.envs.transcript import render_messages
@@ -140,6 +140,7 @@ class PipelineEnv(AECEnv):
         self._workspace: Path | None = None
         self._sandboxes: dict[str, Sandbox] = {}
         self._records: dict[str, list[StepRecord]] = {}
+        self._requests: dict[str, list[CoachRequest]] = {}
         self._outcome: Outcome | None = None
         self.task: Any = None
 
@@ -199,7 +200,7 @@ class PipelineEnv(AECEnv):
         self._num_steps = 0
         self._outcome = None
         self._records = {a: [] for a in self.agents}
-        self._requests: dict[str, list[CoachRequest]] = {a: [] for a in self.agents}
+        self._requests = {a: [] for a in self.agents}
         self._delivered: dict[str, float] = {a: 0.0 for a in self.agents}
         self._messages: dict[str, list[dict[str, str]]] = {}
         self.agent_selection = self.agents[0]
@@ -249,8 +250,10 @@ class PipelineEnv(AECEnv):
     def _sandbox(self, agent: str) -> Sandbox:
         """The agent's sandbox for this episode, created on first use."""
         if agent not in self._sandboxes:
+            options = dict(self.sandbox_kwargs)
+            hidden = (*options.pop("hidden_paths", ()), *self._hidden)  # the user's and the team's
             self._sandboxes[agent] = make_sandbox(self.sandbox_spec, self._workspace, timeout_s=self.exec_timeout_s,
-                                                  hidden_paths=self._hidden, **self.sandbox_kwargs)
+                                                  hidden_paths=hidden, **options)
         return self._sandboxes[agent]
 
     # ------------------------------------------------------------------ step
@@ -346,7 +349,6 @@ class PipelineEnv(AECEnv):
         if self.coach.timing == "hindsight":
             self._coach_hindsight()
         outcome_score = self._outcome_score(self._outcome)
-        outcome_info = self._outcome.to_info()
         for agent in self.agents:
             records = self._records[agent]
             step_rewards = [
@@ -362,7 +364,7 @@ class PipelineEnv(AECEnv):
                 "step": records[-1].to_info() if records else None,
                 "steps": [r.to_info() for r in records],
                 "step_rewards": step_rewards,
-                "outcome": dict(outcome_info),
+                "outcome": self._outcome.to_info(),
             }
         if truncated:
             self.truncations = {a: True for a in self.agents}
@@ -412,7 +414,7 @@ class PipelineEnv(AECEnv):
         """End the episode (sandboxes, workspace) and release the coach if this environment built it."""
         self._close_episode()
         if self._owns_coach:
-            self.coach.close()
+            close_coach(self.coach)
 
     def _close_sandboxes(self) -> None:
         for sandbox in self._sandboxes.values():

@@ -94,10 +94,9 @@ def make_sandbox(name_or_factory: str | Callable[..., Sandbox], workspace: str |
     if callable(name_or_factory):
         return name_or_factory(workspace, timeout_s=timeout_s, **kwargs)
     if name_or_factory in ("local", "unisolated"):
-        kwargs["hidden_paths"] = (*kwargs.get("hidden_paths", ()), *hidden_paths)
         if name_or_factory == "unisolated":
             kwargs.setdefault("isolate", False)
-        return LocalSandbox(workspace, timeout_s=timeout_s, **kwargs)
+        return LocalSandbox(workspace, timeout_s=timeout_s, hidden_paths=hidden_paths, **kwargs)
     if name_or_factory == "docker":
         from mappa_env.sandbox.docker_backend import DockerSandbox
 

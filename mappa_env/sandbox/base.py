@@ -73,7 +73,11 @@ class Sandbox(Protocol):
     workspace: Path
 
     def run(self, code: str, *, timeout_s: float | None = None) -> ExecResult:
-        """Execute ``code`` with the workspace as working directory and return what happened."""
+        """Execute ``code`` with the workspace as working directory and return what happened.
+
+        The limit is the ``timeout_s`` the sandbox was made with (environments pass their
+        ``exec_timeout_s`` there, once); ``timeout_s`` here overrides it for one call.
+        """
         ...
 
     def close(self) -> None:

@@ -150,3 +150,12 @@ def test_smollm2_coaches_a_dsbench_episode_in_process(smollm2_dir, tmp_path):
 
     second = evaluate("buggy-missing-x-test", split="heldout", episodes=1, env_kwargs=env_kwargs, progress=False)
     assert second["summary"]["coach"]["cache_hits"] == 6 and second["summary"]["coach"]["prompt_tokens"] == 0
+
+
+def test_a_closed_coach_answers_with_the_reason_instead_of_waiting_forever(tiny_coach):
+    coach = tiny_coach(force_score_line=True, cache_dir=None)
+    assert coach.score(request()).score is not None
+    coach.close()
+    verdict = coach.score(request())  # an env reset after it closed the coach it built, say
+    assert verdict.score is None and verdict.details["unscored_reason"] == "generation_error"
+    assert "the coach was closed" in verdict.rationale

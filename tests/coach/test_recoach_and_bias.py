@@ -72,6 +72,22 @@ def test_bias_monitor_flags_a_planted_bias_and_not_the_unbiased_coach(recorded):
 
 
 @pytest.mark.slow
+def test_a_coach_that_raises_leaves_its_actions_unscored_and_the_others_are_recoached(recorded):
+    class Flaky(SyncCoach):
+        name = "flaky"
+
+        def score(self, request):
+            if request.role == "modeler":
+                raise ConnectionError("endpoint unreachable")
+            return Verdict(6.0, "fine", self.name)
+
+    rows = recoach(load_episodes(recorded), Flaky())
+    modeler = [r for r in rows if r["role"] == "modeler"]
+    assert modeler and all(r["score"] is None and r["details"]["unscored_reason"] == "coach_error" for r in modeler)
+    assert "ConnectionError: endpoint unreachable" in modeler[0]["rationale"]
+    assert all(r["score"] == 6.0 for r in rows if r["role"] != "modeler")
+
+
 def test_coach_cli_prints_the_per_action_table(recorded, capsys):
     assert main(["coach", "--episodes", str(recorded), "--coach", "receipts"]) == 0
     out = capsys.readouterr().out

@@ -250,3 +250,42 @@ def test_reward_settings_are_checked_with_what_they_mean():
         make(reward_calibration=3)
     with pytest.raises(ValueError, match=r"outcome_weight must be within \[0, 1\]"):
         make(outcome_weight=1.5)
+
+
+def test_hidden_paths_of_the_user_and_of_the_team_are_both_hidden(tmp_path):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key.txt").write_text("hunter2")
+    for directory in (tmp_path, secret):
+        directory.chmod(0o755)  # readable by the sandbox's user, so that only hiding can keep it out
+    listing = {"data_engineer": [code(f"import os; print(os.listdir({str(secret)!r}))"), "done"], **DONE}
+    for options, seen in (({"extra_ro_binds": (str(tmp_path),)}, "['key.txt']"),
+                          ({"extra_ro_binds": (str(tmp_path),), "hidden_paths": (str(secret),)}, "[]")):
+        env = make(sandbox_kwargs=options)
+        try:
+            final = play(env, listing)
+        finally:
+            env.close()
+        assert final["data_engineer"]["steps"][0]["stdout"].strip() == seen, options
+
+
+def test_a_coach_of_four_members_is_a_coach_and_its_outcome_maps_are_each_agents_own():
+    class Minimal:  # no SyncCoach, no close()
+        name, timing = "minimal", "online"
+
+        def score(self, request):
+            return Verdict(4.0, "fine", self.name)
+
+        async def ascore(self, request):
+            return self.score(request)
+
+    env = make(coach=Minimal())
+    try:
+        final = play(env, {"data_engineer": ["done"], **DONE})
+    finally:
+        env.close()
+    assert final["modeler"]["steps"][0]["verdict"]["score"] == 4.0
+    final["modeler"]["outcome"]["metrics"]["planted"] = 1.0
+    assert "planted" not in final["analyst"]["outcome"]["metrics"]
+    with pytest.raises(ValueError, match="lacks timing, ascore"):
+        make(coach=type("Half", (), {"name": "half", "score": lambda self, r: None})())

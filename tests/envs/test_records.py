@@ -90,3 +90,17 @@ def test_recorded_episodes_carry_a_format_version_and_old_files_are_refused(tmp_
     path.write_text(json.dumps({"episodes": [old]}))
     with pytest.raises(ValueError, match=r"episode format 1; this release reads format 2.*evaluate"):
         load_episodes(path)
+
+
+def test_records_pickle_and_deep_copy_as_they_are():
+    import copy
+    import pickle
+
+    record = StepRecord(agent="modeler", action_index=0, action="hi", workspace_after={"a": 3},
+                        verdict=Verdict(5.0, "ok", "c", {"rule": "x"}))
+    assert pickle.loads(pickle.dumps(record)) == record and copy.deepcopy(record) == record
+
+
+def test_a_status_outside_the_vocabulary_is_refused():
+    with pytest.raises(ValueError, match="step status must be one of"):
+        StepRecord(agent="modeler", action_index=0, action="hi", status="crashed")

@@ -185,3 +185,12 @@ def test_a_time_limit_stops_after_the_step_that_reaches_it_and_still_evaluates_a
     assert "1 step of reinforce_pp" in report
     assert _scalar_steps(out)["agent/analyst/reward"] == [1]
     assert all((out / "final" / agent / "adapter_config.json").is_file() for agent in AGENTS)
+
+
+def test_a_coach_that_cannot_answer_is_a_short_error_before_any_work(capsys, tmp_path):
+    options = '{"base_url": "http://127.0.0.1:9/v1", "cache_dir": null, "max_retries": 0, "timeout_s": 5}'
+    assert main(["--config", "tiny", "--env.coach", "openai:judge", "--env.coach_kwargs", options,
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the coach openai:judge at http://127.0.0.1:9/v1 could not score a probe action")
+    assert "Traceback" not in err and not (tmp_path / "run" / "checkpoints").exists()

@@ -48,9 +48,8 @@ from pettingzoo.utils import wrappers
 from mappa_env.envs.dsbench.grader import grade_submission
 from mappa_env.envs.dsbench.roles import ROLES
 from mappa_env.envs.pipeline import PipelineEnv, check_engine_kwargs
-from mappa_env.metrics import TABULAR_OUTCOME_METRICS, TABULAR_SUMMARY_METRICS, aggregate_outcomes
+from mappa_env.metrics import TABULAR_SCORECARD
 from mappa_env.records import Outcome
-from mappa_env.scorecard import Scorecard
 from mappa_env.tasks.task import SPLITS
 
 
@@ -60,10 +59,7 @@ class DSBenchEnv(PipelineEnv):
     metadata = {**PipelineEnv.metadata, "name": "dsbench_v0"}
     env_id = "dsbench-v0"
     roles = ROLES
-    scorecard = Scorecard(
-        task_types=("classification", "regression"), outcome_metrics=TABULAR_OUTCOME_METRICS,
-        summary_metrics=TABULAR_SUMMARY_METRICS, summarise=aggregate_outcomes,
-    )
+    scorecard = TABULAR_SCORECARD
 
     def __init__(
         self,
@@ -82,7 +78,11 @@ class DSBenchEnv(PipelineEnv):
         self.split = split
         self.suite_kwargs = dict(suite_kwargs or {})
         super().__init__(**engine_kwargs)
-        self.tasks  # load (and validate) the task list now, so a bad suite fails at construction
+        try:
+            self.tasks  # load (and validate) the task list now, so a bad suite fails at construction
+        except BaseException:
+            self.close()  # and releases the coach it may have built already
+            raise
 
     def _load_tasks(self):
         from mappa_env.tasks import load_tasks

@@ -293,7 +293,7 @@ def requests_to_json(requests: Sequence[CoachRequest], records: Sequence[StepRec
     """Coach requests as JSON that refers to ``records`` (the episode's records, stored once beside them).
 
     Each request's step, upstream and trajectory become positions in ``records``, matched by
-    ``(agent, action_index)``, so a recorded episode holds every action's text once.
+    ``(agent, action_index)``, so no request carries a copy of a record (its own, upstream or trajectory).
     """
     position = {(r.agent, r.action_index): i for i, r in enumerate(records)}
 

@@ -74,6 +74,8 @@ class HFCoach(LLMCoach):
 
         generation = {"max_new_tokens": max_new_tokens, "temperature": temperature, "force_score_line": force_score_line}
         options.setdefault("max_in_flight", batch_size)
+        if force_score_line:  # the forced line opens the reply: that is where the score is read
+            options.setdefault("score_line", "first")
         options["prices"] = {path: (0.0, 0.0), **dict(options.get("prices") or {})}  # a local model bills nothing
         super().__init__(path, name=f"hf:{path}", cache_params=generation, **options)
         self.tokenizer, self.chat_model = load_chat_model(path, gguf_file=gguf_file, device=device, dtype=dtype, what="hf: coaches")
@@ -171,6 +173,7 @@ class HFCoach(LLMCoach):
             length = _length_until(new_tokens, {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id})
             completions.append(Completion(
                 text=self.tokenizer.decode(new_tokens[:length], skip_special_tokens=True),
+                truncated=length == self.max_new_tokens,  # no end of turn before the limit
                 prompt_tokens=int(inputs["attention_mask"][row].sum()), completion_tokens=length, latency_s=latency,
             ))
         return completions

@@ -28,7 +28,9 @@ from typing import Any
 from mappa_env.arguments import accepted_parameters
 from mappa_env.coach.accounting import DEFAULT_PRICES, CoachStats, ResponseCache, call_cost
 from mappa_env.coach.base import CoachRequest, Timing, Verdict
-from mappa_env.coach.prompting import FORMAT_REMINDER, build_messages, parse_score, rationale_of, request_key_material
+from mappa_env.coach.prompting import (
+    FORMAT_REMINDER, ParsedReply, ScorePosition, build_messages, parse_reply, rationale_of, request_key_material,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Completion:
     """One reply from the backend, or why there is none (``error`` set, ``text`` empty)."""
 
     text: str = ""
+    truncated: bool = False  # cut at the length limit (max_tokens / max_new_tokens)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
@@ -53,6 +56,8 @@ class LLMCoach:
         cache_dir: on-disk response cache; ``"default"`` is ``<mappa cache>/coach``, None disables it.
         prices: dollars per million (input, output) tokens per model, merged over :data:`DEFAULT_PRICES`.
         prompt_dir: directory whose prompt files override the packaged ones.
+        score_line: where a reply's ``PROCESS_SCORE:`` line must be: ``"last"`` (the rubric's rule: the
+            final non-empty line) or ``"first"`` (replies forced to open with it by constrained decoding).
         max_observation_chars: the agent's prompt, reply and code kept (head+tail) in the evidence; the
             tool output is shown as the environment cut it (its ``max_output_chars``).
         cache_params: the generation parameters that change replies (part of the cache key).
@@ -76,12 +81,15 @@ class LLMCoach:
         prices: Mapping[str, tuple[float, float]] | None = None,
         prompt_dir: str | Path | None = None,
         max_observation_chars: int = 6000,
+        score_line: ScorePosition = "last",
         cache_params: Mapping[str, Any] | None = None,
     ):
         if timing not in ("online", "hindsight"):
             raise ValueError(f"timing must be 'online' or 'hindsight', got {timing!r}")
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be an integer >= 1, got {max_in_flight!r}")
+        if score_line not in ("last", "first"):
+            raise ValueError(f"score_line must be 'last' (the final line of the reply) or 'first', got {score_line!r}")
         if not isinstance(max_observation_chars, int) or max_observation_chars < 200:
             raise ValueError(f"max_observation_chars must be an integer >= 200, got {max_observation_chars!r}")
         self.model = model
@@ -90,6 +98,7 @@ class LLMCoach:
         self.max_in_flight = max_in_flight
         self.prices = {**DEFAULT_PRICES, **dict(prices or {})}
         self.prompt_dir = prompt_dir
+        self.score_line: ScorePosition = score_line
         self.max_observation_chars = max_observation_chars
         self.cache_params = dict(cache_params or {})
         self.cache = ResponseCache(_default_cache_dir() if cache_dir == "default" else cache_dir) if cache_dir else None
@@ -142,14 +151,14 @@ class LLMCoach:
         messages = build_messages(request, prompt_dir=self.prompt_dir, max_observation_chars=self.max_observation_chars)
         key = ResponseCache.key(request_key_material(self.model, messages, self.cache_params))
         cached = self.cache.get(key) if self.cache else None
-        if cached is not None and parse_score(cached.get("reply", "")) is not None:
+        if cached is not None and self._parse(cached.get("reply", "")).score is not None:
             self.stats.count("cache_hits")
             return self._verdict(cached["reply"], Completion(), cached=True, reasked=False)
 
         first = await self._complete(messages)
         self._record(first)
         reply, total, reasked = first.text, first, False
-        if first.error is None and parse_score(first.text) is None:
+        if first.error is None and self._parse(first.text, first.truncated).problem in ("malformed", "misplaced"):
             self.stats.count("reasks")
             reasked = True
             retry_messages = [*messages, {"role": "assistant", "content": first.text}, {"role": "user", "content": FORMAT_REMINDER}]
@@ -159,13 +168,21 @@ class LLMCoach:
                 prompt_tokens=first.prompt_tokens + second.prompt_tokens,
                 completion_tokens=first.completion_tokens + second.completion_tokens,
                 latency_s=first.latency_s + second.latency_s, error=second.error,
+                truncated=second.truncated if second.error is None else first.truncated,
             )
             reply = second.text if second.error is None else first.text
         if total.error is not None:
             return self._unscored(self.error_reason, f"coach call failed: {total.error}", total, reasked=reasked)
-        if parse_score(reply) is None:
-            message = f"malformed reply (no valid PROCESS_SCORE line, even after a reminder): {rationale_of(reply, 300)}"
-            return self._unscored("malformed", message, total, reasked=reasked)
+        parsed = self._parse(reply, total.truncated)
+        if parsed.problem == "truncated":
+            message = (f"the reply was cut at the length limit before its score line (raise the coach's max_tokens / "
+                       f"max_new_tokens): {rationale_of(reply, 300)}")
+            return self._unscored("truncated", message, total, reasked=reasked, score_lines=parsed.score_lines)
+        if parsed.score is None:
+            where = "its final line" if self.score_line == "last" else "its first line"
+            message = (f"malformed reply (no valid PROCESS_SCORE line as {where}, even after a reminder): "
+                       f"{rationale_of(reply, 300)}")
+            return self._unscored("malformed", message, total, reasked=reasked, score_lines=parsed.score_lines)
         if self.cache:
             self.cache.put(key, {"model": self.model, "reply": reply})
         return self._verdict(reply, total, cached=False, reasked=reasked)
@@ -176,13 +193,19 @@ class LLMCoach:
             self.stats.record_call(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                                    cost=cost, latency_s=completion.latency_s)
 
-    def _verdict(self, reply: str, usage: Completion, *, cached: bool, reasked: bool) -> Verdict:
-        return Verdict(parse_score(reply), rationale_of(reply), self.name, self._details(usage, cached=cached, reasked=reasked))
+    def _parse(self, reply: str, truncated: bool = False) -> ParsedReply:
+        return parse_reply(reply, truncated=truncated, position=self.score_line)
 
-    def _unscored(self, reason: str, message: str, usage: Completion, *, reasked: bool) -> Verdict:
+    def _verdict(self, reply: str, usage: Completion, *, cached: bool, reasked: bool) -> Verdict:
+        parsed = self._parse(reply)
+        return Verdict(parsed.score, rationale_of(reply), self.name,
+                       {**self._details(usage, cached=cached, reasked=reasked), "score_lines": list(parsed.score_lines)})
+
+    def _unscored(self, reason: str, message: str, usage: Completion, *, reasked: bool,
+                  score_lines: tuple[str, ...] = ()) -> Verdict:
         self.stats.count("unscored", reason)
-        return Verdict(None, message, self.name,
-                       {"unscored_reason": reason, **self._details(usage, cached=False, reasked=reasked)})
+        return Verdict(None, message, self.name, {"unscored_reason": reason, "score_lines": list(score_lines),
+                                                  **self._details(usage, cached=False, reasked=reasked)})
 
     def _details(self, usage: Completion, *, cached: bool, reasked: bool) -> dict[str, Any]:
         cost = 0.0 if cached else call_cost(self.model, usage.prompt_tokens, usage.completion_tokens, self.prices)

@@ -36,7 +36,10 @@ class OpenAICoach(LLMCoach):
         base_url: endpoint (``.../v1``); default ``$OPENAI_BASE_URL``, else OpenAI's.
         api_key: default ``$OPENAI_API_KEY``; may be omitted for a server on this machine.
         temperature: sampling temperature (0 by default: reproducible, cacheable judgements).
-        max_tokens: cap on the coach's reply.
+        max_tokens: cap on the coach's reply, thinking included (1024: room for a short chain of thought
+            before the score line; a reply cut at it before its score line is unscored as ``truncated``).
+        token_limit_param: the request field the cap is sent as: ``"max_tokens"``, or
+            ``"max_completion_tokens"`` for endpoints that refuse the former (OpenAI's reasoning models).
         max_retries: retries of a retryable API error before the action is left unscored.
         timeout_s: per-call timeout.
         backoff_s: first retry delay; doubles each attempt (with jitter), capped at ``backoff_max_s``.
@@ -55,7 +58,8 @@ class OpenAICoach(LLMCoach):
         base_url: str | None = None,
         api_key: str | None = None,
         temperature: float = 0.0,
-        max_tokens: int = 400,
+        max_tokens: int = 1024,
+        token_limit_param: str = "max_tokens",
         max_retries: int = 5,
         timeout_s: float = 120.0,
         backoff_s: float = 0.5,
@@ -69,7 +73,9 @@ class OpenAICoach(LLMCoach):
             raise ValueError("OpenAICoach needs a model name, e.g. coach='openai:gpt-4.1-mini'")
         if max_retries < 0 or timeout_s <= 0:
             raise ValueError("max_retries must be >= 0 and timeout_s > 0")
-        self.params = {"temperature": temperature, "max_tokens": max_tokens}
+        if token_limit_param not in ("max_tokens", "max_completion_tokens"):
+            raise ValueError(f"token_limit_param must be 'max_tokens' or 'max_completion_tokens', got {token_limit_param!r}")
+        self.params = {"temperature": temperature, token_limit_param: max_tokens}
         self.extra_body = dict(extra_body or {})
         super().__init__(model, name=f"openai:{model}", cache_params={**self.params, **self.extra_body}, **options)
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
@@ -115,9 +121,11 @@ class OpenAICoach(LLMCoach):
                 retry_after, error = _retry_after(exc), f"HTTP {exc.status_code}: {_short(exc)}"
             else:
                 usage = response.usage
-                content = response.choices[0].message.content if response.choices else ""
+                choice = response.choices[0] if response.choices else None
                 return Completion(
-                    text=content or "", prompt_tokens=usage.prompt_tokens if usage else 0,
+                    text=(choice.message.content if choice else "") or "",
+                    truncated=choice is not None and choice.finish_reason == "length",
+                    prompt_tokens=usage.prompt_tokens if usage else 0,
                     completion_tokens=usage.completion_tokens if usage else 0, latency_s=time.perf_counter() - started,
                 )
             if attempt >= self.max_retries:

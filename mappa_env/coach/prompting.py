@@ -6,9 +6,10 @@ user message, a ``str.format`` template filled from the :class:`CoachRequest`. P
 ``prompt_dir=...`` to a coach to override any of these files: a file found there wins, the packaged one
 is the fallback.
 
-The reply must end with a line ``PROCESS_SCORE: <0-10>``. Parsing is strict: the last such line counts,
-anything else (no line, a number outside 0–10, two different numbers on the line) is *malformed* and
-yields ``None``, never a guess.
+The reply must end with a line ``PROCESS_SCORE: <0-10>`` (:func:`parse_reply`). Parsing is strict:
+thinking is removed, the score line must be the final non-empty line (or the first, for replies forced
+to open with it), and anything else (no line, a number outside 0–10, two numbers on the line, a reply
+that goes on after its score line) yields ``None`` with the reason, never a guess.
 """
 
 from __future__ import annotations
@@ -16,18 +17,39 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mappa_env.records import CoachRequest, Outcome, StepRecord
-from mappa_env.text import format_size, truncate_middle
+from mappa_env.text import format_size, strip_thinking, truncate_middle
 
 PACKAGED_PROMPTS = Path(__file__).parent / "prompts"
 #: How the required score line starts, exactly as a coach should write it.
 SCORE_LINE_PREFIX = "PROCESS_SCORE: "
 _SCORE_LINE = re.compile(r"^\W*PROCESS_SCORE\W*:\s*(.*?)\s*$", re.M | re.I)
-_NUMBER = re.compile(r"^\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*\**\.?$")
+# the number, optionally "/10", in bold or backticks, with a full stop: "7", "**9/10**", "`8`", "6."
+_NUMBER = re.compile(r"^[`*\s]*(\d+(?:\.\d+)?)\s*(?:/\s*10)?[`*\s]*\.?[`*\s]*$")
+
+ScorePosition = Literal["last", "first"]
+
+
+@dataclass(frozen=True)
+class ParsedReply:
+    """What a coach's reply says, read strictly.
+
+    Attributes:
+        score: the score, or None.
+        problem: why there is none: ``"malformed"`` (no valid score line), ``"misplaced"`` (a score line,
+            but not where it must be: e.g. the reply went on after it, "... Final answer: 4"),
+            ``"truncated"`` (the reply was cut at the length limit before its score line).
+        score_lines: every score line the reply contained (thinking removed), for the audit trail.
+    """
+
+    score: float | None
+    problem: str | None
+    score_lines: tuple[str, ...] = ()
 
 UPSTREAM_CHARS = 4000  # the summary of the earlier agents' actions (one line each)
 UPSTREAM_ERROR_CHARS = 300
@@ -38,21 +60,42 @@ FORMAT_REMINDER = (
 )
 
 
-def parse_score(reply: str) -> float | None:
-    """The score of the last ``PROCESS_SCORE:`` line, or None when the reply is malformed."""
-    matches = _SCORE_LINE.findall(reply or "")
-    if not matches:
-        return None
-    number = _NUMBER.match(matches[-1])
-    if number is None:
-        return None
-    score = float(number.group(1))
-    return score if 0.0 <= score <= 10.0 else None
+def parse_reply(reply: str, *, truncated: bool = False, position: ScorePosition = "last") -> ParsedReply:
+    """Read a coach's reply: its score only from a well-formed score line where the rubric puts it.
+
+    Thinking (``<think>…</think>``, or an unclosed ``<think>`` to the end) is removed first: a draft
+    score while reasoning is not the verdict. With ``position="last"`` (the rubric's rule) the score line
+    must be the reply's final non-empty line: a reply that goes on after it ("Wait, the cap is 4") has
+    changed its mind, and is not taken at its first word. ``position="first"`` is for coaches forced to
+    open their reply with it (constrained decoding). A reply cut at the length limit (``truncated``)
+    counts only if its score line is where it must be anyway.
+    """
+    visible = strip_thinking(reply or "")
+    lines = [line.strip() for line in visible.splitlines() if line.strip()]
+    score_lines = tuple(line for line in lines if _SCORE_LINE.match(line))
+    where = (lines[-1] if position == "last" else lines[0]) if lines else ""
+    if not _SCORE_LINE.match(where):
+        problem = "truncated" if truncated else ("misplaced" if score_lines else "malformed")
+        return ParsedReply(None, problem, score_lines)
+    number = _NUMBER.match(_SCORE_LINE.match(where).group(1))
+    score = float(number.group(1)) if number else None
+    if score is None or not 0.0 <= score <= 10.0:
+        return ParsedReply(None, "malformed", score_lines)
+    return ParsedReply(score, None, score_lines)
+
+
+def parse_score(reply: str, *, position: ScorePosition = "last") -> float | None:
+    """The reply's score (:func:`parse_reply`), or None."""
+    return parse_reply(reply, position=position).score
 
 
 def rationale_of(reply: str, limit: int = 600) -> str:
-    """The coach's analysis without the score line, shortened for step records."""
-    text = _SCORE_LINE.sub("", reply or "").strip()
+    """The coach's analysis without its final verdict line, shortened for step records. Earlier score
+    lines stay in the text (a draft score that the coach revised is part of the audit trail)."""
+    lines = (reply or "").rstrip().splitlines()
+    if lines and _SCORE_LINE.match(lines[-1].strip()):
+        lines = lines[:-1]
+    text = "\n".join(lines).strip()
     return truncate_middle(text, limit) if text else "(no rationale given)"
 
 

@@ -75,14 +75,14 @@ def test_forced_score_line_scores_noise_and_concurrent_requests_share_batches(ti
     assert stats["prompt_tokens"] > 6 * 1000 and 6 * 17 <= stats["completion_tokens"] <= 6 * 24
 
 
-def test_unconstrained_noise_is_malformed_reasked_and_never_given_a_number(tiny_coach):
-    coach = tiny_coach()
+def test_unconstrained_noise_cut_at_the_length_limit_is_unscored_as_truncated_never_given_a_number(tiny_coach):
+    coach = tiny_coach()  # a random model writes noise until max_new_tokens: no end of turn, no score line
     verdicts = score_all(coach, distinct_requests(3))
     for verdict in verdicts:
-        assert verdict.score is None and verdict.details["unscored_reason"] == "malformed"
-        assert verdict.details["reasked"] is True and "malformed reply" in verdict.rationale
-    stats = coach.stats.snapshot()
-    assert stats["calls"] == 6 and stats["reasks"] == 3 and stats["unscored_by_reason"] == {"malformed": 3}
+        assert verdict.score is None and verdict.details["unscored_reason"] == "truncated"
+        assert verdict.details["reasked"] is False and "cut at the length limit" in verdict.rationale
+    stats = coach.stats.snapshot()  # not asked again: the same budget would cut the reply again
+    assert stats["calls"] == 3 and stats["reasks"] == 0 and stats["unscored_by_reason"] == {"truncated": 3}
 
 
 def test_parsed_replies_are_cached_and_served_without_generating(tiny_coach):
@@ -116,7 +116,7 @@ def test_sampled_replies_come_from_the_coachs_seed_and_leave_the_global_random_s
     coach = tiny_coach(temperature=1.0, seed=3, cache_dir=None)
     torch.manual_seed(11)
     before = torch.get_rng_state()
-    assert coach.score(request()).details["reasked"] is True  # noise: two sampled generations
+    assert coach.score(request()).details["unscored_reason"] == "truncated"  # noise: a sampled generation ran
     assert torch.equal(torch.get_rng_state(), before)
 
     conversations = [[{"role": "user", "content": f"Rate run {i}."}] for i in range(2)]

@@ -15,7 +15,7 @@ from sample_requests import request
 
 import mappa_env
 from mappa_env.coach import OpenAICoach, make_coach
-from mappa_env.coach.prompting import build_messages, parse_score
+from mappa_env.coach.prompting import build_messages, parse_reply, parse_score, rationale_of
 from mappa_env.evaluation import run_episode
 from mappa_env.policies import make_policy
 
@@ -24,22 +24,55 @@ def coach_for(server: FaultServer, tmp_path, **kwargs) -> OpenAICoach:
     return OpenAICoach("tiny", **{**options, **kwargs})
 
 
-@pytest.mark.parametrize(
-    "reply, expected",
-    [
-        ("good work\nPROCESS_SCORE: 7", 7.0),
-        ("PROCESS_SCORE: 8.5", 8.5),
-        ("**PROCESS_SCORE:** 9/10", 9.0),
-        ("first PROCESS_SCORE: 2\nthen\nPROCESS_SCORE: 6", 6.0),
-        ("no score here", None),
-        ("PROCESS_SCORE: 11", None),
-        ("PROCESS_SCORE: high", None),
-        ("PROCESS_SCORE: 3 or 4", None),
-        ("", None),
-    ],
-)
-def test_parse_score_is_strict(reply, expected):
-    assert parse_score(reply) == expected
+#: Adversarial replies: (reply, truncated, position, expected score, expected problem).
+ADVERSARIAL = [
+    ("good work\nPROCESS_SCORE: 7", False, "last", 7.0, None),
+    ("PROCESS_SCORE: 8.5", False, "last", 8.5, None),
+    ("**PROCESS_SCORE:** 9/10", False, "last", 9.0, None),
+    ("`PROCESS_SCORE: 7`", False, "last", 7.0, None),  # the backticked form the prompt itself shows
+    ("analysis\n\n  PROCESS_SCORE: 6.  \n\n", False, "last", 6.0, None),  # trailing blank lines and a full stop
+    ("first PROCESS_SCORE: 2\nthen\nPROCESS_SCORE: 6", False, "last", 6.0, None),
+    ("process_score: 4", False, "last", 4.0, None),
+    ("PROCESS_SCORE: 0", False, "last", 0.0, None),
+    ("PROCESS_SCORE: 10/10", False, "last", 10.0, None),
+    ("no score here", False, "last", None, "malformed"),
+    ("", False, "last", None, "malformed"),
+    ("PROCESS_SCORE: 11", False, "last", None, "malformed"),
+    ("PROCESS_SCORE: -1", False, "last", None, "malformed"),
+    ("PROCESS_SCORE: high", False, "last", None, "malformed"),
+    ("PROCESS_SCORE: 3 or 4", False, "last", None, "malformed"),
+    ("PROCESS_SCORE: 7/100", False, "last", None, "malformed"),
+    ("PROCESS_SCORE: 8\nWait, the cap is 4. Final answer: 4", False, "last", None, "misplaced"),  # changed its mind
+    ("PROCESS_SCORE: 9\nbecause the model is good", False, "last", None, "misplaced"),
+    ("<think>PROCESS_SCORE: 9 ... But wait, the cap</think>\nThe cap applies.\nPROCESS_SCORE: 4", False, "last", 4.0, None),
+    ("<think>draft PROCESS_SCORE: 9\nbut wait, the cap...", True, "last", None, "truncated"),  # cut inside thinking
+    ("<think>PROCESS_SCORE: 9</think>", False, "last", None, "malformed"),  # a score only while thinking
+    ("Long analysis that ran out of tokens before the", True, "last", None, "truncated"),
+    ("analysis\nPROCESS_SCORE: 5", True, "last", 5.0, None),  # cut, but only after the score line
+    ("PROCESS_SCORE: 3\nthe rationale follows", False, "first", 3.0, None),  # forced to open with it
+    ("PROCESS_SCORE: 3\nthe rationale is cut", True, "first", 3.0, None),
+    ("rationale first\nPROCESS_SCORE: 3", False, "first", None, "misplaced"),
+    ("PROCESS_SCORE: 7\nPROCESS_SCORE: 2", False, "first", 7.0, None),
+    ("Score: 7", False, "last", None, "malformed"),
+]
+
+
+def test_the_adversarial_table_has_at_least_25_replies():
+    assert len(ADVERSARIAL) >= 25
+
+
+@pytest.mark.parametrize("reply, truncated, position, score, problem", ADVERSARIAL)
+def test_score_lines_are_read_strictly_where_the_rubric_puts_them(reply, truncated, position, score, problem):
+    parsed = parse_reply(reply, truncated=truncated, position=position)
+    assert (parsed.score, parsed.problem) == (score, problem)
+
+
+def test_every_score_line_is_kept_and_a_revised_draft_stays_in_the_rationale():
+    reply = "PROCESS_SCORE: 8 at first glance\nbut the cap is 4\nPROCESS_SCORE: 4"
+    parsed = parse_reply(reply)
+    assert parsed.score == 4.0 and parsed.score_lines == ("PROCESS_SCORE: 8 at first glance", "PROCESS_SCORE: 4")
+    assert rationale_of(reply) == "PROCESS_SCORE: 8 at first glance\nbut the cap is 4"
+    assert parse_score(reply) == 4.0
 
 
 def test_prompt_carries_the_evidence_and_can_be_overridden(tmp_path):
@@ -238,3 +271,35 @@ def test_the_finalizer_stops_the_loop_without_waiting_for_the_backend():
     coach.__del__()
     thread.join(timeout=30)
     assert not thread.is_alive() and SlowToClose.closed_backend is False
+
+
+def test_a_reply_cut_before_its_score_line_is_unscored_as_truncated_and_not_reasked():
+    from mappa_env.coach.llm import Completion, LLMCoach
+
+    class Scripted(LLMCoach):
+        def __init__(self, replies, **options):
+            super().__init__("scripted", name="scripted", cache_dir=None, **options)
+            self.replies, self.asked = list(replies), 0
+
+        async def _complete(self, messages):
+            self.asked += 1
+            return self.replies.pop(0)
+
+    cut = Scripted([Completion(text="<think>PROCESS_SCORE: 9 but wait, the cap", truncated=True)])
+    verdict = cut.score(request())
+    assert verdict.score is None and verdict.details["unscored_reason"] == "truncated" and cut.asked == 1
+    assert "raise the coach's max_tokens" in verdict.rationale
+    revised = Scripted([Completion(text="PROCESS_SCORE: 8\nWait, cap is 4. Final answer: 4"),
+                        Completion(text="The cap is 4.\nPROCESS_SCORE: 4")])
+    verdict = revised.score(request())  # the score line not last: asked again, and the second reply counts
+    assert verdict.score == 4.0 and verdict.details["reasked"] is True and revised.asked == 2
+    assert verdict.details["score_lines"] == ["PROCESS_SCORE: 4"]
+    for coach in (cut, revised):
+        coach.close()
+
+
+def test_the_token_limit_goes_out_under_the_field_the_endpoint_wants():
+    assert OpenAICoach("o3", api_key="k", token_limit_param="max_completion_tokens").params == {
+        "temperature": 0.0, "max_completion_tokens": 1024}
+    with pytest.raises(ValueError, match="token_limit_param must be"):
+        OpenAICoach("o3", api_key="k", token_limit_param="max_output_tokens")

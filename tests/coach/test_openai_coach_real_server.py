@@ -70,7 +70,8 @@ def test_unconstrained_replies_are_parsed_strictly_and_only_parsed_ones_cached(l
 def test_constrained_coach_scores_every_action_and_a_repeat_evaluation_makes_no_calls(llm_server, tmp_path):
     if llm_server.score_line_body is None:
         pytest.skip("MAPPA_TEST_LLM_EXTRA_BODY is not set for this external server: it cannot be constrained")
-    options = {**coach_kwargs(llm_server, tmp_path / "cache"), "extra_body": llm_server.score_line_body}
+    # constrained to open with the score line: that is where it is read
+    options = {**coach_kwargs(llm_server, tmp_path / "cache"), "extra_body": llm_server.score_line_body, "score_line": "first"}
     env_kwargs = {"coach": f"openai:{llm_server.model}", "coach_kwargs": options}
 
     def one_evaluation():

@@ -50,6 +50,8 @@ GRADER = ["tests/test_grader.py"]
 RECEIPTS = ["tests/coach/test_receipts_coach.py"]
 DSBENCH_REWARD = ["tests/envs/test_dsbench_env.py::test_reward_modes_deliver_one_reward_per_action",
                   "tests/envs/test_dsbench_env.py::test_the_outcome_reward_follows_the_documented_scale"]
+PARSING = ["tests/coach/test_openai_coach.py::test_score_lines_are_read_strictly_where_the_rubric_puts_them",
+           "tests/coach/test_openai_coach.py::test_a_reply_cut_before_its_score_line_is_unscored_as_truncated_and_not_reasked"]
 WATCH = ["tests/train/test_coach_watch.py::test_the_unscored_watch_warns_counts_and_stops_after_steps_with_nothing_to_train_on",
          "tests/train/test_coach_watch.py::test_the_bias_watch_runs_over_the_whole_run_and_survives_a_checkpoint"]
 REWARDS = ["tests/envs/test_pipeline_engine.py", "tests/envs/test_rewards.py",
@@ -228,6 +230,13 @@ MUTANTS = [
     Mutant("E5", "mappa_env/envs/pipeline.py", "                record.with_verdict(self._score(replace(request, outcome=self._outcome, trajectory=trajectory)))",
            "                record.with_verdict(self._score(replace(request, outcome=self._outcome)))", REWARDS,
            "hindsight coaching without the trajectory in view"),
+    Mutant("V1", "mappa_env/coach/prompting.py", "    where = (lines[-1] if position == \"last\" else lines[0]) if lines else \"\"",
+           "    where = score_lines[-1] if score_lines else \"\"", PARSING,
+           "the last score line counts even when the coach went on and changed its mind"),
+    Mutant("V2", "mappa_env/coach/prompting.py", "    visible = strip_thinking(reply or \"\")", "    visible = reply or \"\"",
+           PARSING, "a draft score written while thinking is taken for the verdict"),
+    Mutant("V3", "mappa_env/coach/prompting.py", "        problem = \"truncated\" if truncated else",
+           "        problem = \"truncated\" if False else", PARSING, "a reply cut at the length limit is asked again as malformed"),
     Mutant("W1", "mappa_train/coach_watch.py",
            "        for episode in episodes:\n            success = bool(episode.outcome.get(\"valid\"))",
            "        self.monitor = BiasMonitor(min_count=self.monitor.min_count, threshold=self.monitor.threshold)\n"

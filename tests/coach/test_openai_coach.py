@@ -47,6 +47,7 @@ ADVERSARIAL = [
     ("<think>PROCESS_SCORE: 9 ... But wait, the cap</think>\nThe cap applies.\nPROCESS_SCORE: 4", False, "last", 4.0, None),
     ("<think>draft PROCESS_SCORE: 9\nbut wait, the cap...", True, "last", None, "truncated"),  # cut inside thinking
     ("<think>PROCESS_SCORE: 9</think>", False, "last", None, "malformed"),  # a score only while thinking
+    ("<think>\nlet me draft\nPROCESS_SCORE: 9", True, "last", None, "truncated"),  # cut while still thinking
     ("Long analysis that ran out of tokens before the", True, "last", None, "truncated"),
     ("analysis\nPROCESS_SCORE: 5", True, "last", 5.0, None),  # cut, but only after the score line
     ("PROCESS_SCORE: 3\nthe rationale follows", False, "first", 3.0, None),  # forced to open with it

@@ -154,6 +154,7 @@ def evidence_fields(request: CoachRequest, *, max_observation_chars: int) -> dic
             for r in request.team
         ),
         "upstream": _upstream(request.upstream),
+        "later": _later(request),
         "outcome": _outcome(request.outcome),
     }
 
@@ -168,8 +169,22 @@ def _inventory(sizes: Mapping[str, int]) -> str:
 
 
 def _upstream(steps: tuple[StepRecord, ...]) -> str:
-    if not steps:
-        return "(none: this is the first agent)"
+    return _step_lines(steps) if steps else "(none: this is the first agent)"
+
+
+def _later(request: CoachRequest) -> str:
+    """For hindsight coaching, the actions after this one (the trajectory's rest): the evidence for blaming
+    this action for a later failure."""
+    if not request.trajectory:
+        return "(not known yet: this action is judged as it happens)"
+    keys = [(s.agent, s.action_index) for s in request.trajectory]
+    here = keys.index((request.role, request.action_index)) if (request.role, request.action_index) in keys else -1
+    later = request.trajectory[here + 1:]
+    return _step_lines(later) if later else "(none: this was the episode's last action)"
+
+
+def _step_lines(steps: tuple[StepRecord, ...]) -> str:
+    """One line per action: who, which, its status, the files it changed and its error."""
     lines = []
     for step in steps:
         saved = ", ".join(step.files_changed) or "nothing"

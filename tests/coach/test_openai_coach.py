@@ -304,3 +304,18 @@ def test_the_token_limit_goes_out_under_the_field_the_endpoint_wants():
         "temperature": 0.0, "max_completion_tokens": 1024}
     with pytest.raises(ValueError, match="token_limit_param must be"):
         OpenAICoach("o3", api_key="k", token_limit_param="max_output_tokens")
+
+
+def test_a_hindsight_prompt_shows_what_happened_after_the_action():
+    from mappa_env.records import StepRecord
+
+    engineer = StepRecord(agent="data_engineer", action_index=0, action="", status="ok", files_changed=("X_train.pkl",))
+    analyst = StepRecord(agent="analyst", action_index=0, action="", status="error",
+                         error="FileNotFoundError: [Errno 2] No such file or directory: 'X_test.pkl'")
+    hindsight = request(role="data_engineer", upstream=(), trajectory=(engineer, analyst))
+    evidence = build_messages(hindsight)[1]["content"]
+    later = evidence.split("# What happened after this action")[1].split("#")[0]
+    assert "- analyst action 1: status error; changed nothing; error: FileNotFoundError" in later
+    assert "data_engineer action 1" not in later  # the action itself is not its own aftermath
+    online = build_messages(request())[1]["content"]
+    assert "(not known yet: this action is judged as it happens)" in online

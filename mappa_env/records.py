@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
-    "ERROR_STATUSES", "NO_CODE", "RECORDS_FORMAT_VERSION", "STEP_STATUSES", "CoachRequest", "Outcome", "RoleInfo", "StepRecord", "Verdict",
+    "ERROR_STATUSES", "NO_CODE", "RECORDS_FORMAT_VERSION", "STEP_STATUSES", "CoachRequest", "Finding", "Outcome", "RoleInfo",
+    "StepRecord", "Verdict",
     "requests_from_json", "requests_to_json", "unscored_reason",
 ]
 
@@ -107,6 +108,25 @@ class RoleInfo:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """A fault the team's host-side checks found in what an action saved (a fact for the coach, not a score).
+
+    Attributes:
+        kind: the check that found it, from the team's vocabulary (dsbench: ``"ids_not_in_test"``,
+            ``"target_leak"``, ``"id_feature"``; see the team's docs).
+        file: the workspace file at fault; its producer (``CoachRequest.owner_of``) is the role to blame.
+        message: what was found, in a sentence a coach can quote.
+    """
+
+    kind: str
+    file: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "file": self.file, "message": self.message}
+
+
+@dataclass(frozen=True)
 class StepRecord:
     """One action of one agent: what it did, what running it produced, and the coach's verdict.
 
@@ -122,6 +142,10 @@ class StepRecord:
         files_changed: workspace paths created, modified or deleted by the action.
         workspace_before, workspace_after: workspace inventory (path → bytes) around the action.
         ends_stage: this action ended the agent's turn.
+        result: the team's result (dsbench: ``submission.csv``) graded on the host right after this action,
+            when the action wrote or changed it; None otherwise. The quality an action earned is judged on
+            the action that produced it, not only on the one that happens to end the episode.
+        findings: faults the team's host-side checks found in the files this action saved.
         verdict: the coach's judgement; None only inside the engine, before the coach has answered.
     """
 
@@ -140,12 +164,15 @@ class StepRecord:
     workspace_before: Mapping[str, int] = field(default_factory=dict)
     workspace_after: Mapping[str, int] = field(default_factory=dict)
     ends_stage: bool = True
+    result: Outcome | None = None
+    findings: tuple[Finding, ...] = ()
     verdict: Verdict | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STEP_STATUSES:
             raise ValueError(f"step status must be one of {STEP_STATUSES}, got {self.status!r}")
         object.__setattr__(self, "files_changed", tuple(self.files_changed))
+        object.__setattr__(self, "findings", tuple(self.findings))
         object.__setattr__(self, "workspace_before", _frozen_mapping(self.workspace_before))
         object.__setattr__(self, "workspace_after", _frozen_mapping(self.workspace_after))
 
@@ -170,6 +197,8 @@ class StepRecord:
             "files_changed": list(self.files_changed),
             "workspace": dict(self.workspace_after),
             "ends_stage": self.ends_stage,
+            "result": None if self.result is None else self.result.to_info(),
+            "findings": [f.to_dict() for f in self.findings],
             "verdict": None if self.verdict is None else self.verdict.to_dict(),
         }
 
@@ -184,8 +213,10 @@ class StepRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> StepRecord:
         """Inverse of :meth:`to_dict`."""
         fields = dict(data)
-        verdict = fields.pop("verdict", None)
-        return cls(**fields, verdict=None if verdict is None else Verdict.from_dict(verdict))
+        verdict, result = fields.pop("verdict", None), fields.pop("result", None)
+        findings = tuple(Finding(**f) for f in fields.pop("findings", ()))
+        return cls(**fields, result=None if result is None else Outcome.from_info(result), findings=findings,
+                   verdict=None if verdict is None else Verdict.from_dict(verdict))
 
 
 @dataclass(frozen=True)
@@ -240,6 +271,7 @@ class CoachRequest:
         observation: the full prompt the agent saw before acting.
         upstream: the records of the agents that acted before this one, in order (the same objects
             the engine holds, not copies).
+        earlier: this agent's own earlier actions in the episode, in order (with their online verdicts).
         outcome: the graded outcome when known (the action that ends the episode, hindsight), else None.
         trajectory: for hindsight coaches, every record of the episode in pipeline order (this action's
             included); empty for online coaching.
@@ -256,6 +288,7 @@ class CoachRequest:
     upstream: tuple[StepRecord, ...] = ()
     outcome: Outcome | None = None
     trajectory: tuple[StepRecord, ...] = ()
+    earlier: tuple[StepRecord, ...] = ()
 
     # what coaches read most, named as they think of it
     @property
@@ -277,6 +310,20 @@ class CoachRequest:
     def owner_of(self, filename: str) -> str | None:
         """The role that must produce ``filename``, or None when no role does (e.g. a task input)."""
         return next((r.name for r in self.team if filename in r.produces), None)
+
+    @property
+    def history(self) -> tuple[StepRecord, ...]:
+        """Every action up to and including this one, in pipeline order (upstream, earlier, this)."""
+        return (*self.upstream, *self.earlier, self.step)
+
+    def standing_findings(self) -> tuple[Finding, ...]:
+        """The findings still true after this action: for each file, those of the latest action that changed it."""
+        latest: dict[str, StepRecord] = {}
+        for record in self.history:
+            for path in record.files_changed:
+                latest[path] = record
+        return tuple(f for record in dict.fromkeys(latest.values()) for f in record.findings
+                     if latest.get(f.file) is record)
 
     def context_dict(self) -> dict[str, Any]:
         """The request's context without its records, JSON-serialisable (see :func:`requests_to_json`)."""
@@ -302,7 +349,8 @@ def requests_to_json(requests: Sequence[CoachRequest], records: Sequence[StepRec
 
     return [
         {**request.context_dict(), "step": position[(request.step.agent, request.step.action_index)],
-         "upstream": refs(request.upstream), "trajectory": refs(request.trajectory)}
+         "upstream": refs(request.upstream), "trajectory": refs(request.trajectory),
+         "earlier": refs(request.earlier)}
         for request in requests
     ]
 
@@ -324,5 +372,6 @@ def requests_from_json(data: Sequence[Mapping[str, Any]], records: Sequence[Mapp
             upstream=tuple(steps[i] for i in raw["upstream"]),
             outcome=None if raw["outcome"] is None else Outcome.from_info(raw["outcome"]),
             trajectory=tuple(steps[i] for i in raw["trajectory"]),
+            earlier=tuple(steps[i] for i in raw.get("earlier", ())),
         ))
     return requests

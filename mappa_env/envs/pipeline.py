@@ -44,7 +44,7 @@ from mappa_env.coach import Coach, close_coach, make_coach
 from mappa_env.envs import rewards, transcript, workspace
 from mappa_env.envs.rewards import RewardMode, ScoreCalibration
 from mappa_env.envs.transcript import render_messages
-from mappa_env.records import CoachRequest, Outcome, RoleInfo, StepRecord, Verdict
+from mappa_env.records import CoachRequest, Finding, Outcome, RoleInfo, StepRecord, Verdict
 from mappa_env.scorecard import Scorecard
 from mappa_env.sandbox import DEFAULT_EXEC_TIMEOUT_S, Sandbox, check_sandbox, check_timeout, make_sandbox
 from mappa_env.spaces import UnicodeText, text_observation_space
@@ -83,6 +83,8 @@ class PipelineEnv(AECEnv):
     roles: tuple[Role, ...] = ()
     #: how the team is scored (task types, metrics, summary table): what trainers and evaluations read
     scorecard = Scorecard(task_types=())
+    #: workspace files holding the team's result: an action that changes one is graded right away
+    result_files: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -164,6 +166,20 @@ class PipelineEnv(AECEnv):
     def _grade(self, task: Any, workspace: Path) -> Mapping[str, Any]:
         """Grade the finished workspace on the host: ``valid``, ``reason``, ``metrics``, ``task_id``, ``task_type``."""
         raise NotImplementedError
+
+    def _grade_action(self, record: StepRecord) -> Outcome | None:
+        """The team's result graded right after an action that wrote or changed it, else None.
+
+        The default grades the workspace (:meth:`_grade`) when the action changed one of
+        :attr:`result_files`, so that the quality of a submission is judged on the action that wrote it.
+        """
+        if not set(record.files_changed) & set(self.result_files):
+            return None
+        return Outcome.from_info(self._grade(self.task, self._workspace))
+
+    def _check_outputs(self, record: StepRecord) -> tuple[Finding, ...]:
+        """Faults in the files an action saved (:class:`~mappa_env.records.Finding`); the default checks nothing."""
+        return ()
 
     def _outcome_score(self, outcome: Outcome) -> float:
         """The episode's outcome on the coach's 0–10 scale (used in ``outcome`` and ``mixed`` modes)."""
@@ -322,12 +338,14 @@ class PipelineEnv(AECEnv):
             workspace_before=workspace.sizes(before), workspace_after=workspace.sizes(after),
             ends_stage=not code or action_index + 1 >= self.max_actions_per_agent,
         )
+        record = replace(record, result=self._grade_action(record), findings=self._check_outputs(record))
         upstream = self.possible_agents[: self.possible_agents.index(agent)]
         return CoachRequest(
             env_id=self.env_id, task_id=self.task.id, task_type=self.task.task_type, step=record,
             role_instructions=self._roles[agent].instructions, team=self._team,
             task_description=self._task_prompt(self.task), observation=observation,
             upstream=tuple(r for a in upstream for r in self._records[a]),  # the records themselves: frozen
+            earlier=tuple(self._records[agent]),
         )
 
     def _coach_online(self, request: CoachRequest) -> Verdict:

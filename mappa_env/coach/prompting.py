@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from mappa_env.records import CoachRequest, Outcome, StepRecord
+from mappa_env.records import ERROR_STATUSES, CoachRequest, Outcome, StepRecord
 from mappa_env.text import format_size, strip_thinking, truncate_middle
 
 PACKAGED_PROMPTS = Path(__file__).parent / "prompts"
@@ -53,6 +53,7 @@ class ParsedReply:
 
 UPSTREAM_CHARS = 4000  # the summary of the earlier agents' actions (one line each)
 UPSTREAM_ERROR_CHARS = 300
+LATER_CHARS = 3000  # hindsight: the actions after the one judged (one line each, the most relevant first)
 
 FORMAT_REMINDER = (
     "Your reply did not end with a valid score line. Reply again with a short analysis and end with "
@@ -124,28 +125,47 @@ def build_messages(
 def evidence_fields(request: CoachRequest, *, max_observation_chars: int) -> dict[str, str]:
     """Every placeholder ``evidence.md`` may use, as text.
 
-    The agent's prompt, reply and code are cut to ``max_observation_chars``; the tool output is shown as
-    the step record holds it, already cut by the environment's ``max_output_chars`` (one limit, set in
-    one place).
+    The task text and the role's instructions have fields of their own and are not repeated inside what
+    the agent saw. What it saw is its opening prompt (``opening``: the workspace, the previous agent's
+    message, the rules of its turn) and its own earlier actions, rebuilt from their records (``earlier``:
+    each one's code, status, error, output, files changed and online score), together cut to
+    ``max_observation_chars`` by giving each part a share, so the code and outcome of every earlier action
+    survive on a late action. The reply (``reply``, thinking removed, its code blocks replaced by a
+    pointer) and the code that ran (``code``) are cut to the same limit. The tool output is shown as the
+    step record holds it, already cut by the environment's ``max_output_chars`` (one limit, set in one
+    place). Host paths are scrubbed from everything the tools and the environment wrote
+    (:func:`scrub_paths`), never from the agent's own code.
     """
     step = request.step
+    limit = max_observation_chars
 
-    def shown(text: str, limit: int | None = None) -> str:
-        return (truncate_middle(text, limit) if limit else text) if text else "(empty)"
+    def shown(text: str, cut: int | None = None) -> str:
+        return (truncate_middle(text, cut) if cut else text) if text else "(empty)"
 
+    # what the agent saw: its opening prompt gets up to a third of the limit when earlier actions follow it
+    opening, rest = _split_observation(request)
+    room = limit - min(len(opening), limit // 3)
+    if request.earlier:
+        earlier = _earlier(request.earlier, room)
+    else:  # a request recorded before `earlier` existed shows the transcript as the agent saw it
+        earlier = truncate_middle(rest.strip(), room)
+    opening = truncate_middle(opening, limit // 3 if earlier else limit) if opening else "(empty)"
     return {
         "task_description": request.task_description,
         "role": request.role,
         "role_instructions": request.role_instructions,
-        "observation": shown(request.observation, max_observation_chars),
-        "action": shown(step.action, max_observation_chars),
+        "observation": shown(_without_repeats(request), limit),
+        "opening": opening,
+        "earlier": earlier or "(none: this is the agent's first action)",
+        "action": shown(step.action, limit),
+        "reply": shown(_reply_text(step.action), limit),
         "action_number": str(step.action_index + 1),
         "stage_note": "this action ended the agent's turn" if step.ends_stage else "the agent may act again",
-        "code": shown(step.code, max_observation_chars),
+        "code": _fenced(truncate_middle(step.code, limit)) if step.code else "(no code: nothing ran)",
         "status": step.status,
-        "error": step.error or "(none)",
-        "stdout": shown(step.stdout),
-        "stderr": shown(step.stderr),
+        "error": scrub_paths(step.error) or "(none)",
+        "stdout": shown(scrub_paths(step.stdout)),
+        "stderr": shown(scrub_paths(step.stderr)),
         "workspace_before": _inventory(step.workspace_before),
         "workspace_after": _inventory(step.workspace_after),
         "files_changed": ", ".join(step.files_changed) or "(none)",
@@ -155,6 +175,8 @@ def evidence_fields(request: CoachRequest, *, max_observation_chars: int) -> dic
         ),
         "upstream": _upstream(request.upstream),
         "later": _later(request),
+        "result": _outcome(step.result) if step.result is not None else "(none: this action did not write the result)",
+        "findings": _findings(request),
         "outcome": _outcome(request.outcome),
     }
 
@@ -162,6 +184,120 @@ def evidence_fields(request: CoachRequest, *, max_observation_chars: int) -> dic
 def request_key_material(model: str, messages: list[dict[str, str]], params: Mapping[str, Any]) -> str:
     """The canonical text a cache key is computed from: model, full prompt and sampling parameters."""
     return json.dumps({"model": model, "messages": messages, "params": dict(params)}, sort_keys=True, ensure_ascii=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Host paths
+# ----------------------------------------------------------------------------------------------------
+
+_NOT_IN_PATH = r"\s'\"`<>()\[\]{},;:"
+_PATH_PARTS = rf"(?:/[^{_NOT_IN_PATH}/]+)*?"
+_HOST_PATHS = (
+    # the episode's workspace, on the host (tempfile.mkdtemp(prefix="mappa-ws-")) and inside bwrap/docker
+    (re.compile(rf"(?<![\w.~-]){_PATH_PARTS}/mappa-ws-[^{_NOT_IN_PATH}/]+/"), ""),
+    (re.compile(rf"(?<![\w.~-]){_PATH_PARTS}/mappa-ws-[^{_NOT_IN_PATH}/]+(?![^{_NOT_IN_PATH}])"), "."),
+    (re.compile(r"(?<![\w.~/-])/workspace/"), ""),
+    # installed packages, whichever interpreter or environment they belong to
+    (re.compile(rf"(?<![\w.~-]){_PATH_PARTS}/(?:site|dist)-packages/"), ".../"),
+    # the standard library: <prefix>/lib/python3.X/
+    (re.compile(rf"(?<![\w.~-]){_PATH_PARTS}/lib(?:64)?/python3(?:\.\d+)?t?/"), ".../"),
+)
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` without the host paths a traceback or tool output carries, which only distract a coach.
+
+    * the episode's workspace: ``/tmp/mappa-ws-abc123/X_test.pkl`` → ``X_test.pkl`` (the workspace is the
+      agents' working directory), ``/workspace/X_test.pkl`` (its path inside the bwrap and docker
+      sandboxes) likewise, the bare directory → ``.``;
+    * installed packages: ``/work/venv/lib/python3.12/site-packages/sklearn/base.py`` →
+      ``.../sklearn/base.py`` (``site-packages`` and ``dist-packages``, under any prefix);
+    * the standard library: ``/usr/lib/python3.12/json/decoder.py`` → ``.../json/decoder.py``.
+
+    Other paths are left as they are: the agent may have named them, and they may be the fault.
+    """
+    for pattern, replacement in _HOST_PATHS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+# ----------------------------------------------------------------------------------------------------
+# What the agent saw
+# ----------------------------------------------------------------------------------------------------
+
+TASK_REFERENCE = "(the task text, shown under # Task)"
+INSTRUCTIONS_REFERENCE = "(the role's instructions, shown under # The agent)"
+_ASSISTANT_CUE = "\n\n### assistant\n"  # how mappa_env.envs.transcript.render_messages opens each reply
+_FENCE = re.compile(r"```[ \t]*(?:python|py|python3)[ \t]*\n.*?(?:```|\Z)", re.S | re.I)  # as text.extract_python_blocks
+
+
+def _without_repeats(request: CoachRequest) -> str:
+    """The agent's prompt with the task text and its instructions (the evidence shows both once) replaced
+    by a pointer to where they are, and host paths scrubbed."""
+    text = request.observation
+    if request.role_instructions.strip():
+        text = text.replace(f"### system\n{request.role_instructions}", f"### system\n{INSTRUCTIONS_REFERENCE}")
+    if request.task_description.strip():
+        text = text.replace(request.task_description.strip(), TASK_REFERENCE)
+    return scrub_paths(text)
+
+
+def _split_observation(request: CoachRequest) -> tuple[str, str]:
+    """The agent's opening prompt (its first user message: workspace, previous agent's message, rules)
+    and the transcript after it (earlier replies and their results), task and instructions left out."""
+    text = _without_repeats(request)
+    system = f"### system\n{INSTRUCTIONS_REFERENCE}\n\n"
+    text = text[len(system):] if text.startswith(system) else text
+    end = text.find(_ASSISTANT_CUE)
+    opening, rest = (text[:end], text[end:]) if end >= 0 else (text, "")
+    opening = re.sub(r"\n{3,}", "\n\n", opening.removeprefix("### user\n")).strip()
+    if rest.strip() == "### assistant":  # only the cue for the reply being judged
+        rest = ""
+    return opening, rest
+
+
+def _earlier(steps: tuple[StepRecord, ...], budget: int) -> str:
+    """The agent's earlier actions from their records, each within an equal share of ``budget``: its code,
+    status, error, output, the files it changed, its online score; a code-less one, its message."""
+    share = max(budget // len(steps), 200)
+    parts = []
+    for step in steps:
+        verdict = step.verdict
+        score = "" if verdict is None or verdict.score is None else f"; coach score {verdict.score:g}"
+        head = f"## Its action {step.action_index + 1}: status {step.status}{score}"
+        if step.status == "no_code":
+            parts.append(f"{head}\nMessage: {truncate_middle(_reply_text(step.action).strip(), share // 2) or '(empty)'}")
+            continue
+        lines = [head, _fenced(truncate_middle(step.code, share * 3 // 5))]
+        if step.error:
+            lines.append(f"Error: {truncate_middle(scrub_paths(step.error), share // 6)}")
+        for name, text in (("stdout", step.stdout), ("stderr", step.stderr)):
+            if text.strip():
+                lines.append(f"{name}:\n{truncate_middle(scrub_paths(text).strip(), share // 6)}")
+        lines.append(f"Changed: {', '.join(step.files_changed) or 'nothing'}")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _reply_text(action: str) -> str:
+    """The reply as the coach reads it: thinking removed, each ```python block replaced by a pointer to
+    the code shown on its own."""
+    visible = strip_thinking(action)
+    count = iter(range(1, 1000))
+    text = _FENCE.sub(lambda _: f"[python block {next(count)}: under \"Code run\"]", visible).strip()
+    if len(visible) < len(action):
+        text += f"\n(its thinking, {len(action) - len(visible)} characters, left out)"
+    return text.strip()
+
+
+def _fenced(code: str) -> str:
+    fence = "````" if "```" in code else "```"
+    return f"{fence}python\n{code}\n{fence}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The other agents' actions, results and checks
+# ----------------------------------------------------------------------------------------------------
 
 
 def _inventory(sizes: Mapping[str, int]) -> str:
@@ -174,34 +310,87 @@ def _upstream(steps: tuple[StepRecord, ...]) -> str:
 
 def _later(request: CoachRequest) -> str:
     """For hindsight coaching, the actions after this one (the trajectory's rest): the evidence for blaming
-    this action for a later failure."""
+    this action for a later failure. Bounded by :data:`LATER_CHARS`, the most relevant first: the
+    episode's final action, then, newest first, those that failed, wrote a result or a finding, or touched
+    a file this action produced or consumed (:func:`_files_of`), then the rest, newest first; what does
+    not fit is counted, not shown."""
     if not request.trajectory:
         return "(not known yet: this action is judged as it happens)"
     keys = [(s.agent, s.action_index) for s in request.trajectory]
     here = keys.index((request.role, request.action_index)) if (request.role, request.action_index) in keys else -1
     later = request.trajectory[here + 1:]
-    return _step_lines(later) if later else "(none: this was the episode's last action)"
+    if not later:
+        return "(none: this was the episode's last action)"
+    files = _files_of(request.step, next((r.produces for r in request.team if r.name == request.role), ()))
+
+    def touched(step: StepRecord) -> list[str]:
+        text = f"{step.code}\n{step.error}\n{step.stderr}"
+        return [f for f in files if f in step.files_changed or f in text]
+
+    def rank(item: tuple[int, StepRecord]) -> tuple[int, int]:
+        number, step = item
+        if number == len(later) - 1:
+            return 0, 0
+        relevant = step.status in ERROR_STATUSES or step.result is not None or step.findings or touched(step)
+        return (1 if relevant else 2), -number
+
+    lines, used, left_out = [], 0, 0
+    for _, step in sorted(enumerate(later), key=rank):
+        line = _step_line(step, touched(step))
+        if used + len(line) > LATER_CHARS and lines:
+            left_out += 1
+            continue
+        lines.append(line)
+        used += len(line) + 1
+    if left_out:
+        lines.append(f"- ({left_out} less relevant later actions left out for length)")
+    return "\n".join(lines)
+
+
+def _files_of(step: StepRecord, produces: tuple[str, ...]) -> set[str]:
+    """The files an action produced or consumed: those it changed, those its role must save, and the
+    workspace files its code names."""
+    return {*step.files_changed, *produces, *(f for f in step.workspace_before if f in step.code)}
 
 
 def _step_lines(steps: tuple[StepRecord, ...]) -> str:
     """One line per action: who, which, its status, the files it changed and its error."""
-    lines = []
-    for step in steps:
-        saved = ", ".join(step.files_changed) or "nothing"
-        line = f"- {step.agent} action {step.action_index + 1}: status {step.status}; changed {saved}"
-        if step.error:
-            line += f"; error: {truncate_middle(step.error, UPSTREAM_ERROR_CHARS)}"
-        lines.append(line)
-    return truncate_middle("\n".join(lines), UPSTREAM_CHARS)
+    return truncate_middle("\n".join(_step_line(step) for step in steps), UPSTREAM_CHARS)
+
+
+def _step_line(step: StepRecord, touches: list[str] | None = None) -> str:
+    saved = ", ".join(step.files_changed) or "nothing"
+    line = f"- {step.agent} action {step.action_index + 1}: status {step.status}; changed {saved}"
+    if step.error:
+        line += f"; error: {truncate_middle(scrub_paths(step.error), UPSTREAM_ERROR_CHARS)}"
+    if step.result is not None:
+        line += f"; graded result: {_outcome(step.result)}"
+    if step.findings:
+        line += "; findings: " + "; ".join(f"{f.kind} in {f.file}" for f in step.findings)
+    if touches:
+        line += f"; involves {', '.join(sorted(touches))}"
+    return line
+
+
+def _findings(request: CoachRequest) -> str:
+    """The faults still standing in the saved files after this action, each with the role that owns the file."""
+    findings = request.standing_findings()
+    if not findings:
+        return "(none found)"
+    return "\n".join(
+        f"- {f.file} (saved by {request.owner_of(f.file) or 'no role: a task file'}): {f.kind}: "
+        f"{truncate_middle(scrub_paths(f.message), UPSTREAM_ERROR_CHARS)}"
+        for f in findings
+    )
 
 
 def _outcome(outcome: Outcome | None) -> str:
     if outcome is None:
         return "(not known yet)"
     if not outcome.valid:
-        return f"INVALID submission: {outcome.reason}"
+        return f"INVALID: {scrub_paths(outcome.reason)}"
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if isinstance(v, (int, float)))
-    return f"valid submission; {metrics}"
+    return f"valid; {metrics}"
 
 
 def _read_prompt(env_id: str, name: str, prompt_dir: str | Path | None) -> str | None:

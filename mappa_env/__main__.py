@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         "coach",
         help="coach recorded episodes again and print a per-action table",
         description="Send every recorded action of an evaluation's results to a coach and print its scores "
-        "and rationales next to the recorded ones, then the coach's cost and any bias it shows. "
+        "and rationales next to the recorded ones with the change (new - recorded), a summary of the changes "
+        "(overall and per agent, unscored actions left out), then the coach's cost and any bias it shows. "
         "Useful for checking a coach before paying for a training run.",
     )
     co.add_argument("--episodes", type=Path, required=True, help="results .json of `evaluate`, or a .jsonl of episodes")
@@ -159,7 +160,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _coach(args: argparse.Namespace) -> int:
     from mappa_env.coach import close_coach, make_coach
     from mappa_env.coach.bias import monitor_from_records
-    from mappa_env.coach.offline import load_episodes, recoach, rows_table
+    from mappa_env.coach.offline import change_summary, change_text, load_episodes, recoach, rows_table
     from mappa_env.error import Error
     from mappa_env.evaluation import write_results
 
@@ -179,6 +180,8 @@ def _coach(args: argparse.Namespace) -> int:
     print(rows_table(rows))
     scored = [r for r in rows if r["score"] is not None]
     print(f"\n{len(rows)} actions, {len(scored)} scored, {len(rows) - len(scored)} unscored (coach {args.coach})")
+    changes = change_summary(rows)
+    print(change_text(changes))
     stats = getattr(coach, "stats", None)
     if stats is not None:
         snap = stats.snapshot()
@@ -188,7 +191,7 @@ def _coach(args: argparse.Namespace) -> int:
     for flag in monitor_from_records(rows).drift():
         print(f"bias: {flag.message}")
     if args.output:
-        write_results({"coach": args.coach, "rows": rows}, args.output)
+        write_results({"coach": args.coach, "rows": rows, "change": changes}, args.output)
     return 0
 
 

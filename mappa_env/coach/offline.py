@@ -2,7 +2,8 @@
 
 ``python -m mappa_env evaluate`` records every coach request in its results (``coach_requests``);
 :func:`recoach` sends them to another coach, concurrently (bounded by the coach's own in-flight
-limit), and returns one row per action with the recorded and the new verdict.
+limit), and returns one row per action with the recorded and the new verdict; :func:`change_summary`
+says how the scores moved on the same actions (a new prompt or coach against the recorded scores).
 """
 
 from __future__ import annotations
@@ -82,14 +83,63 @@ def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[st
     ]
 
 
+def score_change(row: Mapping[str, Any]) -> float | None:
+    """The new score minus the recorded one, or None when either is unscored."""
+    new, old = row.get("score"), row.get("recorded_score")
+    return None if new is None or old is None else float(new) - float(old)
+
+
 def rows_table(rows: Sequence[Mapping[str, Any]], *, rationale_chars: int = 70) -> str:
-    """The per-action table as markdown."""
-    lines = ["| ep | task | agent | # | status | recorded | score | rationale |", "|---:|---|---|---:|---|---:|---:|---|"]
+    """The per-action table as markdown, with the change of each score (new − recorded)."""
+    # change last: the columns before it are those of earlier releases, which scripts may read
+    lines = ["| ep | task | agent | # | status | recorded | score | rationale | change |",
+             "|---:|---|---|---:|---|---:|---:|---|---:|"]
+    fmt = lambda s: "unscored" if s is None else f"{s:g}"  # noqa: E731
     for row in rows:
-        fmt = lambda s: "unscored" if s is None else f"{s:g}"  # noqa: E731
+        change = score_change(row)
         rationale = " ".join(row["rationale"].split())[:rationale_chars].replace("|", "/")
         lines.append(
             f"| {row['episode']} | {row['task_id']} | {row['role']} | {row['action']} | {row['status']} | "
-            f"{fmt(row['recorded_score'])} | {fmt(row['score'])} | {rationale} |"
+            f"{fmt(row['recorded_score'])} | {fmt(row['score'])} | {rationale} | "
+            f"{'-' if change is None else f'{change:+g}'} |"
         )
+    return "\n".join(lines)
+
+
+def change_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How the new scores differ from the recorded ones on the same actions.
+
+    Only actions scored both times are compared (``compared``); ``unscored`` counts the others. Returns
+    ``compared``, ``unscored``, ``changed`` (actions whose score moved), ``mean_abs_change`` and
+    ``mean_change`` (new − recorded; None when nothing was compared) and ``by_agent``: agent →
+    ``{"compared", "mean_change"}``, in the order agents first appear.
+    """
+    changes = [(row["role"], score_change(row)) for row in rows]
+    compared = [(agent, c) for agent, c in changes if c is not None]
+    by_agent: dict[str, list[float]] = {}
+    for agent, change in compared:
+        by_agent.setdefault(agent, []).append(change)
+    mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
+    return {
+        "compared": len(compared),
+        "unscored": len(changes) - len(compared),
+        "changed": sum(1 for _, c in compared if c != 0),
+        "mean_abs_change": mean([abs(c) for _, c in compared]),
+        "mean_change": mean([c for _, c in compared]),
+        "by_agent": {agent: {"compared": len(v), "mean_change": mean(v)} for agent, v in by_agent.items()},
+    }
+
+
+def change_text(summary: Mapping[str, Any]) -> str:
+    """:func:`change_summary` as the lines ``python -m mappa_env coach`` prints after its table."""
+    unscored = (f"; {summary['unscored']} left out, unscored by the recorded or the new coach"
+                if summary["unscored"] else "")
+    if not summary["compared"]:
+        return f"change: no action scored by both coaches{unscored}"
+    lines = [
+        f"change (new - recorded): {summary['compared']} actions compared, {summary['changed']} changed, "
+        f"mean absolute change {summary['mean_abs_change']:.2f}, mean change {summary['mean_change']:+.2f}{unscored}",
+    ]
+    lines += [f"  {agent}: mean change {s['mean_change']:+.2f} over {s['compared']} actions"
+              for agent, s in summary["by_agent"].items()]
     return "\n".join(lines)

@@ -3,21 +3,25 @@
 Each test builds the agent's observation the way the engine does (mappa_env.envs.transcript), so the
 prompt is checked on what a coach really receives: the task once, every earlier action's code and outcome
 on a late action, the code as code, no host paths, a code-less rule in every rubric, the graded result and
-the checks of the saved files, and a bounded hindsight trajectory with the most relevant actions first.
+the checks of the saved files, a bounded hindsight trajectory with the most relevant actions first, and
+the score changes `python -m mappa_env coach` reports.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sample_requests import request
 
+from mappa_env.__main__ import main
+from mappa_env.coach.offline import change_summary, change_text, rows_table
 from mappa_env.coach.prompting import LATER_CHARS, PACKAGED_PROMPTS, build_messages, scrub_paths
 from mappa_env.envs import transcript
 from mappa_env.envs.dsbench.roles import ROLES
-from mappa_env.records import CoachRequest, Finding, Outcome, StepRecord, Verdict
+from mappa_env.records import CoachRequest, Finding, Outcome, StepRecord, Verdict, requests_to_json
 
 TASK = ("# Penguin species\n\nEach row is one penguin measured near Palmer Station.\n\n## Task\n\n"
         "Task type: classification\n\nPredict the target column `species` for every row of `test.csv`.\n")
@@ -210,3 +214,53 @@ def test_rubrics_of_the_roles_whose_files_others_use_read_the_trajectory():
     for role in ("data_engineer", "modeler"):
         text = " ".join((PACKAGED_PROMPTS / "dsbench-v0" / f"{role}.md").read_text().split())
         assert '"What happened after this action"' in text and '"not known yet"' in text
+
+
+# ---- 8. re-coaching: the change against the recorded scores ---------------------------------------------
+
+
+def row(role: str, recorded: float | None, score: float | None) -> dict:
+    return {"episode": 0, "task_id": "t", "role": role, "action": 1, "status": "ok", "recorded_score": recorded,
+            "score": score, "rationale": "r"}
+
+
+def test_the_change_summary_compares_only_actions_scored_both_times():
+    rows = [row("data_engineer", 8, 2), row("data_engineer", 6, 6), row("analyst", 2, 5), row("analyst", None, 4),
+            row("modeler", 8, None)]
+    summary = change_summary(rows)
+    assert summary == {
+        "compared": 3, "unscored": 2, "changed": 2, "mean_abs_change": 3.0, "mean_change": -1.0,
+        "by_agent": {"data_engineer": {"compared": 2, "mean_change": -3.0}, "analyst": {"compared": 1, "mean_change": 3.0}},
+    }
+    text = change_text(summary)
+    assert "3 actions compared, 2 changed, mean absolute change 3.00, mean change -1.00; 2 left out, unscored" in text
+    assert "  data_engineer: mean change -3.00 over 2 actions" in text
+    table = rows_table(rows).splitlines()
+    assert table[0].endswith("| rationale | change |")
+    assert table[2].endswith("| -6 |") and table[4].endswith("| +3 |") and table[5].endswith("| - |")
+    assert change_text(change_summary([row("analyst", None, 3)])) == (
+        "change: no action scored by both coaches; 1 left out, unscored by the recorded or the new coach")
+
+
+def test_the_coach_cli_prints_the_change_for_recorded_episodes(tmp_path, capsys):
+    # one recorded episode of two actions, both recorded with a 7: the engineer's code-less stage end
+    # without its files, the analyst's crash on the X_test.pkl the engineer never saved
+    engineer = StepRecord(agent="data_engineer", action_index=0, action="Done.", status="no_code")
+    analyst = request(upstream=(engineer,))
+    records = [engineer.with_verdict(Verdict(7.0, "recorded", "old")), analyst.step.with_verdict(Verdict(7.0, "recorded", "old"))]
+    requests = [request(role="data_engineer", upstream=(), action="Done.", code="", status="no_code", error="",
+                        stderr="", ends_stage=True), analyst]
+    episode = {"format_version": 2, "outcome": {"valid": False}, "records": [r.to_dict() for r in records],
+               "coach_requests": requests_to_json(requests, records)}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"episodes": [episode]}))
+    out_path = tmp_path / "rows.json"
+    assert main(["coach", "--episodes", str(path), "--coach", "receipts", "--output", str(out_path)]) == 0
+    out = capsys.readouterr().out
+    table = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 0 |")]
+    assert [cells[2].strip() for cells in table] == ["data_engineer", "analyst"]
+    changes = [float(cells[-1]) for cells in table]
+    assert changes == [float(cells[6]) - 7.0 for cells in table] and all(c < 0 for c in changes)
+    assert f"change (new - recorded): 2 actions compared, 2 changed, mean absolute change {-sum(changes) / 2:.2f}" in out
+    assert f"  analyst: mean change {changes[1]:+.2f} over 1 actions" in out
+    assert json.loads(out_path.read_text())["change"]["compared"] == 2

@@ -322,8 +322,8 @@ class CoachRequest:
         for record in self.history:
             for path in record.files_changed:
                 latest[path] = record
-        return tuple(f for record in dict.fromkeys(latest.values()) for f in record.findings
-                     if latest.get(f.file) is record)
+        writers = {id(record): record for record in latest.values()}  # records hold dicts: not hashable
+        return tuple(f for record in writers.values() for f in record.findings if latest.get(f.file) is record)
 
     def context_dict(self) -> dict[str, Any]:
         """The request's context without its records, JSON-serialisable (see :func:`requests_to_json`)."""

@@ -3,7 +3,7 @@
 ``make_coach(spec, **coach_kwargs)`` turns the ``coach`` argument every environment accepts into a
 :class:`Coach`:
 
-* ``"receipts"``: the deterministic rule-based coach (offline, no model);
+* ``"receipts"``: the deterministic rule-based coach (offline, no model; ``timing`` in ``coach_kwargs``);
 * ``"openai:<model>"``: :class:`OpenAICoach` against any OpenAI-compatible endpoint (``base_url``,
   ``api_key``, ``max_retries``, ``timeout_s``, ``max_in_flight``, ``cache_dir``, ``timing``, ... in
   ``coach_kwargs``, or the ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` variables);
@@ -44,8 +44,8 @@ def make_coach(spec: str | Coach, **kwargs: Any) -> Coach:
         raise ValueError(f"coach must be a name ({', '.join(COACH_NAMES)}) or a Coach instance (name, timing, score, "
                          f"ascore; SyncCoach gives the last two), got {spec!r}, which lacks {', '.join(missing)}")
     if spec == "receipts":
-        _reject_kwargs(spec, kwargs)
-        return ReceiptsCoach()
+        reject_unknown(f"coach {spec!r} (coach_kwargs)", kwargs, accepted_parameters(ReceiptsCoach))
+        return ReceiptsCoach(**kwargs)
     if spec == "auto":
         return _auto(kwargs)
     if spec.startswith("openai:") and len(spec) > len("openai:"):
@@ -86,11 +86,6 @@ def _construct(cls: type, spec: str, kwargs: dict[str, Any]) -> Coach:
     own = accepted_parameters(cls, exclude=("self", "model", "path"))
     reject_unknown(f"coach {spec!r} (coach_kwargs)", kwargs, [*own, *SHARED_OPTIONS])
     return cls(spec.split(":", 1)[1], **kwargs)
-
-
-def _reject_kwargs(name: str, kwargs: dict[str, Any]) -> None:
-    if kwargs:
-        raise ValueError(f"coach {name!r} takes no options, got coach_kwargs {sorted(kwargs)}")
 
 
 def __getattr__(name: str) -> Any:  # the LLM coaches import openai / torch: load them only when asked for

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -52,8 +53,21 @@ class ScriptedTeamBase:
         if self.fault == "silent":
             return "I have nothing to add."
         if num_previous_actions(info) > 0:
-            return f"Done. I saved {', '.join(self.roles[agent].produces)} in the workspace for the next agent."
+            return self.closing_message(agent, info)
         return f"Here is my code.\n\n```python\n{self.code_for(agent, observation['text'])}```"
+
+    def closing_message(self, agent: str, info: Mapping[str, Any]) -> str:
+        """The code-less summary that ends a stage: which of the role's files are saved, truthfully (read from
+        the workspace listing of the last tool output), and which are not."""
+        listing = last_tool_output(info).rpartition("## Workspace")[2]
+        present = set(re.findall(r"^- (\S+) \(", listing, re.M))
+        produces = self.roles[agent].produces
+        saved = [f for f in produces if f in present]
+        missing = [f for f in produces if f not in present]
+        if not missing:
+            return f"Done. I saved {', '.join(saved)} in the workspace for the next agent."
+        done = f"Done. I saved {', '.join(saved)}. " if saved else ""
+        return f"{done}I could not save {', '.join(missing)}: my code did not produce it."
 
     def code_for(self, agent: str, text: str) -> str:
         """The Python of ``agent``'s first action, given the prompt it sees."""

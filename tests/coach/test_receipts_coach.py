@@ -1,5 +1,7 @@
 """The receipts coach on hand-built requests: blame follows files and errors; final scores follow quality."""
 
+from dataclasses import replace
+
 import pytest
 
 from mappa_env.coach import CoachRequest, ReceiptsCoach, RoleInfo, Verdict, make_coach
@@ -63,49 +65,48 @@ def test_timeouts_and_kills(status, expected):
     assert coach.score(request(status=status, error="limit")).score == expected
 
 
-@pytest.mark.parametrize(
-    "metrics, cap",
-    [({"accuracy": 0.9, "f1": 0.88}, 9), ({"accuracy": 0.8, "f1": 0.7}, 8), ({"accuracy": 0.7}, 6),
-     ({"accuracy": 0.6}, 4), ({"accuracy": 0.4}, 3), ({"accuracy": 0.92, "f1": 0.1}, 3)],
-)
-def test_final_agent_capped_by_classification_quality(metrics, cap):
-    outcome = {"valid": True, "reason": "", "metrics": metrics}
+def result_request(rpg, *, task_type="classification", valid=True, reason="ok", **metrics):
+    """The analyst's action that wrote submission.csv, graded right after it (``StepRecord.result``)."""
+    result = Outcome(valid, reason, {"rpg": rpg, **metrics} if valid else {}, "t", task_type)
     after = {**INPUTS, **DE_OUT, "model.pkl": 1, "submission.csv": 1}
-    assert coach.score(request(after=after, ends_stage=True, outcome=outcome)).score == cap
+    base = request(after=after, changed=["submission.csv"], task_type=task_type)
+    return replace(base, step=replace(base.step, result=result))
 
 
-@pytest.mark.parametrize("pct, cap", [(5, 9), (20, 8), (40, 6), (80, 4)])
-def test_final_agent_capped_by_regression_quality(pct, cap):
-    outcome = {"valid": True, "reason": "", "metrics": {"rmse_pct_range": pct}}
-    verdict = coach.score(request(ends_stage=True, outcome=outcome, task_type="regression"))
-    assert verdict.score == cap
+@pytest.mark.parametrize("task_type", ["classification", "regression"])
+@pytest.mark.parametrize("rpg, cap", [(0.9, 9), (0.75, 9), (0.6, 8), (0.5, 8), (0.3, 6), (0.25, 6), (0.1, 4),
+                                      (0.0, 3), (-0.4, 3)])
+def test_the_action_that_wrote_the_result_is_capped_by_its_rpg_whatever_the_task_type(task_type, rpg, cap):
+    """RPG >= .75 -> 9, >= .5 -> 8, >= .25 -> 6, > 0 -> 4, else 3 (lower bounds included), on both task types."""
+    verdict = coach.score(result_request(rpg, task_type=task_type))
+    assert verdict.score == cap and verdict.details["rule"] == "graded"
 
 
-@pytest.mark.parametrize(
-    "metrics, cap",
-    [({"accuracy": 0.85}, 9), ({"accuracy": 0.75}, 8), ({"accuracy": 0.65}, 6), ({"accuracy": 0.55}, 4),
-     ({"roc_auc": 0.85, "accuracy": 0.5}, 9),  # ROC-AUC, where there is one, is the quality
-     ({"accuracy": 0.7, "f1": 0.29}, 3), ({"accuracy": 0.7, "f1": 0.3}, 6)],
-)
-def test_a_classification_result_exactly_on_a_threshold_gets_the_higher_cap(metrics, cap):
-    """MAPPA's caps: >= 0.85 -> 9, 0.75-0.85 -> 8, 0.65-0.75 -> 6, 0.55-0.65 -> 4 (lower bounds included)."""
-    outcome = {"valid": True, "reason": "", "metrics": metrics}
+def test_a_majority_class_predictor_gets_no_more_than_3_though_its_accuracy_is_high():
+    """Accuracy 0.675 with F1 0 on an imbalanced F1 task: the task's own metric (F1) has RPG 0."""
+    verdict = coach.score(result_request(0.0, accuracy=0.675, f1=0.0, primary=0.0, baseline=0.0))
+    assert verdict.score == 3 and "constant prediction" in verdict.rationale
+
+
+def test_quality_reaches_the_action_that_wrote_the_submission_not_the_closing_message():
+    wrote = coach.score(result_request(0.1))
+    outcome = {"valid": True, "reason": "ok", "metrics": {"rpg": 0.1}}
     after = {**INPUTS, **DE_OUT, "model.pkl": 1, "submission.csv": 1}
-    assert coach.score(request(after=after, ends_stage=True, outcome=outcome)).score == cap
+    closing = coach.score(request(status="no_code", after=after, ends_stage=True, outcome=outcome))
+    assert wrote.score == 4 and "RPG 0.10" in wrote.rationale
+    assert closing.score == 8 and closing.details["rule"] == "outputs_done"
 
 
-@pytest.mark.parametrize("pct, cap", [(10, 8), (25, 6), (50, 4), (9.99, 9)])
-def test_a_regression_result_exactly_on_a_threshold_gets_the_lower_cap(pct, cap):
-    """MAPPA's caps: RMSE < 10 % of the range -> 9, 10-25 % -> 8, 25-50 % -> 6, above -> 4."""
-    outcome = {"valid": True, "reason": "", "metrics": {"rmse_pct_range": pct}}
-    assert coach.score(request(ends_stage=True, outcome=outcome, task_type="regression")).score == cap
-
-
-def test_invalid_submission_by_the_analyst_itself():
-    outcome = {"valid": False, "reason": "wrong columns", "metrics": {}}
-    after = {**INPUTS, **DE_OUT, "model.pkl": 1, "submission.csv": 1}
-    verdict = coach.score(request(status="no_code", after=after, ends_stage=True, outcome=outcome))
+def test_an_invalid_result_is_scored_on_the_action_that_wrote_it():
+    verdict = coach.score(result_request(None, valid=False, reason="wrong columns"))
     assert verdict.score == 2 and "wrong columns" in verdict.rationale
+
+
+def test_ending_the_episode_without_a_valid_submission():
+    outcome = {"valid": False, "reason": "submission.csv not found in the workspace", "metrics": {}}
+    after = {**INPUTS, **DE_OUT, "model.pkl": 1}
+    verdict = coach.score(request(status="no_code", after=after, ends_stage=True, outcome=outcome))
+    assert verdict.score == 1 and "not found" in verdict.rationale
 
 
 def test_make_coach_by_name_and_instance():

@@ -17,7 +17,7 @@ from mappa_env.records import RECORDS_FORMAT_VERSION, StepRecord, requests_from_
 
 #: the keys of infos[agent]["step"], exactly as docs/environment.md's table lists them
 DOCUMENTED_STEP_KEYS = {"agent", "action_index", "action", "code", "num_code_blocks", "stdout", "stderr", "error", "status",
-                        "state_lost", "duration_s", "files_changed", "workspace", "ends_stage", "verdict"}
+                        "state_lost", "duration_s", "files_changed", "workspace", "ends_stage", "result", "findings", "verdict"}
 
 
 class Recording(SyncCoach):

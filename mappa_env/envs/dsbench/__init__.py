@@ -22,6 +22,11 @@ Rewards (see :mod:`mappa_env.envs.pipeline` for the channels):
     primary metric × 10 for classification, ``10 × (1 − RMSE / target range)`` (floored at 0) for
     regression; where that metric is undefined (NaN), 10 × the relative performance gap.
 
+Checks: after an action that writes ``submission.csv`` it is graded on the host right away
+(``infos[A]["step"]["result"]``), so its quality is judged on that action; after an action that writes the
+data engineer's outputs, they are checked in a sandbox for ids not in ``test.csv``, target leakage and the id
+column used as a feature (``infos[A]["step"]["findings"]``, :mod:`mappa_env.envs.dsbench.output_checks`).
+
 Info at termination: ``infos[A]["outcome"]`` = ``{valid, reason, metrics, task_id, task_type}``;
 ``infos[A]["steps"]`` every step record of ``A``.
 
@@ -46,11 +51,16 @@ from typing import Any
 from pettingzoo.utils import wrappers
 
 from mappa_env.envs.dsbench.grader import grade_submission
+from mappa_env.envs.dsbench.output_checks import check_outputs
 from mappa_env.envs.dsbench.roles import ROLES
 from mappa_env.envs.pipeline import PipelineEnv, check_engine_kwargs
 from mappa_env.metrics import TABULAR_SCORECARD
-from mappa_env.records import Outcome
+from mappa_env.records import Finding, Outcome, StepRecord
 from mappa_env.tasks.task import SPLITS
+
+
+#: The key of the sandbox the output checks run in (beside the agents' own, closed with them).
+CHECKS_SANDBOX = "output-checks"
 
 
 class DSBenchEnv(PipelineEnv):
@@ -60,6 +70,7 @@ class DSBenchEnv(PipelineEnv):
     env_id = "dsbench-v0"
     roles = ROLES
     scorecard = TABULAR_SCORECARD
+    result_files = ("submission.csv",)
 
     def __init__(
         self,
@@ -104,6 +115,12 @@ class DSBenchEnv(PipelineEnv):
 
     def _grade(self, task, workspace: Path) -> dict[str, Any]:
         return grade_submission(task, workspace / "submission.csv")
+
+    def _check_outputs(self, record: StepRecord) -> tuple[Finding, ...]:
+        # The pickles are untrusted: they are read in a sandbox of the episode's backend, never here.
+        task = self.task
+        return check_outputs(record, id_column=task.id_column, target=task.target, task_type=task.task_type,
+                             run=lambda code: self._sandbox(CHECKS_SANDBOX).run(code))
 
     def _outcome_score(self, outcome: Outcome) -> float:
         if not outcome.valid:

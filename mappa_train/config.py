@@ -115,11 +115,23 @@ SHADOWED_ENV_KWARGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(
 class CoachWatchConfig:
     """Watching the coach while the run trains: its bias, and actions it could not score."""
 
-    bias_min_count: int = option(20, "scored actions each side of a comparison needs before the bias monitor can flag it "
-                                 "(or calibrate it)")
-    bias_threshold: float = option(0.5, "smallest gap between task types, in points of 0-10, worth a bias flag")
+    bias_min_count: int = option(20, "scored graded actions each task type needs before the bias alert is tested (and "
+                                 "scored actions per group before a descriptive comparison or calibration)")
+    bias_threshold: float = option(0.5, "smallest bias, in points of 0-10, worth the alert (it fires when the estimate's "
+                                   "confidence interval excludes 0 and the estimate is at least this large)")
+    bias_alpha: float = option(0.01, "the bias alert's false-alarm probability over the whole run: look k tests at "
+                               "alpha * 6 / (pi^2 k^2) (docs/bias.md)")
+    bias_min_tasks: int = option(5, "tasks each task type needs (among graded actions) before the bias alert is tested")
+    bias_max_rows: int = option(20000, "newest actions the bias monitor keeps for its regression")
     calibrate: bool = option(False, "shift each reward by the running bias monitor's calibration (the gap between task "
                              "types for comparable outcomes removed); the records keep the coach's raw scores")
+    audit_every: int = option(0, "re-score the audit set (scripted and faulty teams on both task types) with the run's "
+                              "coach every N steps, logged under coach/bias/audit/... (0: off)")
+    audit_tasks: int = option(2, "tasks per task type of the audit set built at run start (eval.split)")
+    audit_faults: list[str] = option(["missing-x-test", "analyst-keyerror", "wrong-columns"],
+                                "faulty teams of the audit set besides the scripted one (ScriptedTeam faults)")
+    audit_file: str = option("", "load the audit set from this results file with recorded coach requests "
+                             "(python -m mappa_env evaluate) instead of building it at run start")
     warn_unscored_share: float = option(0.25, "warn on screen for a step in which more than this share of actions went unscored")
     stop_after_unscored_steps: int = option(3, "stop with an error after this many consecutive steps with no scored "
                                             "action to train on (0: never)")
@@ -315,6 +327,21 @@ class TrainConfig:
         cw = self.coach_watch
         need(cw.bias_min_count >= 2 and cw.bias_threshold >= 0,
              f"coach_watch.bias_min_count must be >= 2 and bias_threshold >= 0, got {cw.bias_min_count}, {cw.bias_threshold}")
+        need(0 < cw.bias_alpha < 1 and cw.bias_min_tasks >= 2 and cw.bias_max_rows >= 2,
+             f"coach_watch.bias_alpha must be in (0, 1), bias_min_tasks >= 2 and bias_max_rows >= 2, got {cw.bias_alpha}, "
+             f"{cw.bias_min_tasks}, {cw.bias_max_rows}")
+        need(cw.audit_every >= 0 and cw.audit_tasks >= 1, "coach_watch.audit_every must be >= 0 (0: off) and audit_tasks >= 1")
+        if cw.audit_every:
+            from mappa_env.policies.scripted import FAULTS
+
+            bad = [f for f in cw.audit_faults if f not in FAULTS.values()]
+            need(not bad, f"coach_watch.audit_faults {bad}: use faults from {sorted(FAULTS.values())}")
+            need(not cw.audit_file or Path(cw.audit_file).is_file(),
+                 f"coach_watch.audit_file {cw.audit_file!r} does not exist; record one with `python -m mappa_env evaluate "
+                 "--output FILE` or leave it empty to build the audit set at run start")
+            need(bool(cw.audit_file) or e.id.startswith("dsbench"),
+                 f"coach_watch.audit_every: the audit set is built with the dsbench scripted team; for {e.id} give "
+                 "coach_watch.audit_file (recorded episodes of that environment)")
         need(0 <= cw.warn_unscored_share <= 1 and cw.stop_after_unscored_steps >= 0,
              "coach_watch.warn_unscored_share must be within [0, 1] and stop_after_unscored_steps >= 0")
         if problems:

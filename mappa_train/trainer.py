@@ -23,7 +23,7 @@ from mappa_train import checkpoint, seeding
 from mappa_env.records import ERROR_STATUSES, NO_CODE
 from mappa_env.scorecard import Scorecard, scorecard_of
 
-from mappa_train.coach_watch import BiasWatch, UnscoredWatch, probe_coach
+from mappa_train.coach_watch import BiasWatch, UnscoredWatch, load_audit_set, probe_coach
 from mappa_train.config import TrainConfig, apply_threads
 from mappa_train.learner import GroupStats, Optimisation, update
 from mappa_train.policy import TeamModel, export, group_state_dict, load_group_state_dict
@@ -52,7 +52,7 @@ def train(config: TrainConfig) -> Path:
     seed_everything(config.run.seed)
     watch = config.coach_watch
     coach = make_coach(config.env.coach, **config.env.coach_kwargs)  # one coach: shared cache, limits, statistics
-    bias = BiasWatch(min_count=watch.bias_min_count, threshold=watch.bias_threshold)  # over the whole run
+    bias = BiasWatch.from_config(watch)  # over the whole run
     unscored = UnscoredWatch(warn_share=watch.warn_unscored_share, stop_after=watch.stop_after_unscored_steps)
     envs: list[Any] = []
     try:  # from here on, whatever fails closes the coach and the environments made so far
@@ -62,6 +62,9 @@ def train(config: TrainConfig) -> Path:
         if config.env.reward_mode != "outcome":  # in outcome mode the coach's scores are not the rewards
             probe_coach(coach, env_id=config.env.id, agents=envs[0].possible_agents, task_id=tasks[0][0],
                         task_type=tasks[0][1])
+        if watch.audit_every:  # recorded once (or loaded), re-scored by this run's coach every audit_every steps
+            bias.audit_set = load_audit_set(watch, env_id=config.env.id, split=config.eval.split,
+                                            sandbox=config.env.sandbox, seed=config.run.seed)
         team = TeamModel(envs[0].possible_agents, config.model, config.policy, seed=config.run.seed)
         sampler = TaskSampler(tasks, stratify=config.rollout.stratify, seed=config.run.seed)
         optimisation = Optimisation(team, config.optim, total_updates=config.run.steps * config.algorithm.updates_per_step)
@@ -114,12 +117,15 @@ def train(config: TrainConfig) -> Path:
             update_s = time.perf_counter() - began
 
             # ---------------------------------------------------------------- log (and watch the coach)
-            bias.observe(episodes)
+            bias.observe(episodes, step=step + 1)  # one look of the pre-registered bias alert per step
             warning = unscored.observe(step + 1, samples)
             if warning:
                 progress.write(f"warning: {warning}", file=sys.stderr)
+            bias_scalars = bias.scalars()
+            if bias.audit_due(step + 1):
+                bias_scalars.update(bias.audit(coach, step + 1))
             log_step(writer, step + 1, team, episodes, samples, group_stats, times, update_s,
-                     coach_counters(coach, coach_carried), bias.scalars())
+                     coach_counters(coach, coach_carried), bias_scalars)
             if config.run.sample_every and (step + 1) % config.run.sample_every == 0:
                 writer.add_text("sample/trajectory", trajectory_text(episodes[0]), step + 1)
 

@@ -14,7 +14,7 @@ import pytest
 import mappa_env
 from mappa_env.__main__ import main
 from mappa_env.coach import ReceiptsCoach, SyncCoach, Verdict
-from mappa_env.coach.bias import monitor_from_records
+from mappa_env.coach.bias import episode_rows, monitor_from_records
 from mappa_env.coach.offline import load_episodes, recoach
 from mappa_env.evaluation import run_episode
 from mappa_env.policies import make_policy
@@ -49,8 +49,19 @@ def recorded(tmp_path_factory):
     return path
 
 
-def flags(rows):
-    monitor = monitor_from_records(rows, min_count=6)
+def tagged(rows, episodes):
+    """Recoach rows with the bias monitor's graded/quality tags, read from the recorded episodes."""
+    tags = {}
+    for number, episode in enumerate(episodes):
+        for record, row in zip(episode["records"], episode_rows(episode, number=number)):
+            tags[(number, record["agent"], record["action_index"] + 1)] = row
+    return [{**r, "graded": tags[(r["episode"], r["role"], r["action"])].graded,
+             "quality": tags[(r["episode"], r["role"], r["action"])].quality,
+             "success": tags[(r["episode"], r["role"], r["action"])].success} for r in rows]
+
+
+def flags(rows, episodes):
+    monitor = monitor_from_records(tagged(rows, episodes), min_count=6, min_tasks=3)
     return [flag.message for flag in monitor.drift()]
 
 
@@ -64,8 +75,8 @@ def test_recoaching_with_the_same_coach_reproduces_the_recorded_scores(recorded)
 @pytest.mark.slow
 def test_bias_monitor_flags_a_planted_bias_and_not_the_unbiased_coach(recorded):
     episodes = load_episodes(recorded)
-    assert flags(recoach(episodes, ReceiptsCoach())) == []
-    planted = flags(recoach(episodes, PlantedBias()))
+    assert flags(recoach(episodes, ReceiptsCoach()), episodes) == []
+    planted = flags(recoach(episodes, PlantedBias()), episodes)
     assert planted, "the +1.5 regression bias went unnoticed"
     assert all(message.startswith("regression actions") for message in planted)
     assert any("of all roles" in message for message in planted)

@@ -61,7 +61,7 @@ def test_the_tiny_config_trains_two_steps_and_leaves_logs_checkpoints_exports_an
     assert "| Policy/Run | Episodes | Success Rate (%) | Accuracy (Fair) | F1 (Fair) | RMSE (Fair) (%) | RPG |" in report
     assert "| before | 2 |" in report and "| after | 2 |" in report
     assert "Lower is better for RMSE (Fair) (%)" in report  # the columns and their direction come from the env
-    assert re.search(r"The coach scored (\d+) of \1 training actions; none unscored\.", report) and "Bias flags: 0 " in report
+    assert re.search(r"The coach scored (\d+) of \1 training actions; none unscored\.", report) and "Bias alert: not fired" in report
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]
     for agent in AGENTS:
         assert (out / "final" / agent / "adapter_config.json").is_file()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +120,10 @@ def evaluate(
 def summarise_coaching(episodes: list[Mapping[str, Any]]) -> dict[str, Any]:
     """Coaching totals over recorded episodes: scored/unscored actions, cache hits, tokens, dollars, bias.
 
-    Cost is None when any call's price was unknown (a partial sum would understate it). ``bias`` holds
-    the bias monitor's flags over (task type, role, outcome) groups.
+    Cost is None when any call's price was unknown (a partial sum would understate it). ``bias_flags``
+    holds the bias monitor's alert: the coach's task-type tilt on graded actions at equal quality.
     """
-    from mappa_env.coach.bias import monitor_from_records
+    from mappa_env.coach.bias import episode_rows, monitor_from_records
 
     verdicts = [(e, agent, step["verdict"]) for e in episodes for agent, a in e["agents"].items() for step in a["steps"]]
     unscored: dict[str, int] = {}
@@ -131,10 +132,8 @@ def summarise_coaching(episodes: list[Mapping[str, Any]]) -> dict[str, Any]:
             reason = unscored_reason(v)
             unscored[reason] = unscored.get(reason, 0) + 1
     costs = [v.get("cost_usd") for _, _, v in verdicts if "cost_usd" in v]
-    monitor = monitor_from_records(
-        {"score": v["score"], "task_type": e["task_type"], "role": agent, "success": bool(e["outcome"]["valid"])}
-        for e, agent, v in verdicts
-    )
+    # graded actions (the ones that wrote the result) apart from the rest, clustered by task
+    monitor = monitor_from_records(asdict(row) for number, e in enumerate(episodes) for row in episode_rows(e, number=number))
     return {
         "coaches": sorted({v["coach"] for _, _, v in verdicts}),
         "actions": len(verdicts),

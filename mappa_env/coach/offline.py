@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mappa_env.coach.base import Coach, Verdict
+from mappa_env.coach.bias import action_rows
 from mappa_env.records import RECORDS_FORMAT_VERSION, requests_from_json
 
 
@@ -46,8 +47,10 @@ def load_episodes(path: str | Path) -> list[dict[str, Any]]:
 def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[str, Any]]:
     """Score every recorded action with ``coach``: one row per action, recorded verdict beside the new one.
 
-    Rows carry ``score``, ``task_type``, ``role`` and ``success``, so they feed
-    :func:`mappa_env.coach.bias.monitor_from_records` as they are.
+    Rows carry ``score``, ``task_type``, ``role``, ``task_id``, ``graded`` (the action carries a grade: it
+    wrote the result, or ended the episode), ``quality`` (that grade's RPG) and ``success`` (that grade's
+    validity; for other actions the episode's), so they feed :func:`mappa_env.coach.bias.monitor_from_records`
+    as they are.
     """
     items = []
     for number, episode in enumerate(episodes):
@@ -65,12 +68,23 @@ def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[st
         if isinstance(v, Exception) else v
         for v in asyncio.run(score_all())
     ]
+    tags = {}  # graded or not, its quality and validity: read as the bias monitor reads them
+    for number, episode in enumerate(episodes):
+        task = next((request for n, _, request, _ in items if n == number), None)
+        if task is None:  # an episode without a recorded request has no row to tag
+            continue
+        rows = action_rows(episode["records"], episode.get("outcome"), task_id=task.task_id, task_type=task.task_type,
+                           episode=number)
+        tags.update({(number, record["agent"], record["action_index"]): row
+                     for row, record in zip(rows, episode["records"])})
     return [
         {
             "episode": number,
             "task_id": request.task_id,
             "task_type": request.task_type,
-            "success": bool(episode["outcome"]["valid"]),
+            "success": tags[(number, request.role, request.action_index)].success,
+            "graded": tags[(number, request.role, request.action_index)].graded,
+            "quality": tags[(number, request.role, request.action_index)].quality,
             "role": request.role,  # the agent; named as the bias monitor's records name it
             "action": request.action_index + 1,
             "status": request.step.status,

@@ -134,7 +134,7 @@ def test_coach_cli_refuses_unknown_coach_options_with_the_valid_ones(recorded, c
 
 def test_evaluate_cli_passes_coach_options_and_reports_bad_ones(tmp_path, capsys):
     argv = ["evaluate", "--episodes", "1", "--no-progress", "--output", str(tmp_path / "r.json"),
-            "--coach", "receipts", "--coach-kwargs", '{"timing": "hindsight"}']
-    assert main(argv) == 2  # the receipts coach takes no options: said so, before any episode runs
-    assert "coach 'receipts' takes no options" in capsys.readouterr().err
+            "--coach", "receipts", "--coach-kwargs", '{"timng": "hindsight"}']
+    assert main(argv) == 2  # a misspelt option: said so, with the right name, before any episode runs
+    assert "Did you mean 'timing'?" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()

@@ -124,3 +124,32 @@ def test_verdict_rejects_out_of_range_scores_and_keeps_none():
     with pytest.raises(ValueError, match="0-10"):
         Verdict(11, "", "x")
     assert Verdict(None, "API down", "x").to_dict() == {"score": None, "rationale": "API down", "coach": "x"}
+
+
+def codeless(role, text, after):
+    base = request(role, status="no_code", after=after, ends_stage=True)
+    return replace(base, step=replace(base.step, action=text))
+
+
+@pytest.mark.parametrize("text, claimed", [
+    ("Done. I saved model.pkl for the analyst.", ["model.pkl"]),
+    ("I wrote `model.pkl` and saved it.", ["model.pkl"]),
+    ("I have not saved model.pkl yet.", []),  # negated: no claim
+    ("model.pkl was never saved: training failed.", []),
+    ("Done. I saved X_train.pkl.", []),  # true: it is in the workspace
+    ("```python\n# saved model.pkl\n```\nDone.", []),  # code is not prose
+    ("<think>I saved model.pkl?</think>Nothing to add.", []),  # nor is thinking
+])
+def test_false_claims_are_files_said_to_be_saved_that_are_not_there(text, claimed):
+    from mappa_env.coach.receipts import false_claims
+
+    after = {**INPUTS, **DE_OUT}
+    assert false_claims(codeless("modeler", text, after)) == claimed
+
+
+def test_a_diagnosis_counts_only_when_the_file_it_blames_is_really_missing():
+    missing = {**INPUTS, "X_train.pkl": 1, "y_train.pkl": 1, "test_ids.pkl": 1}
+    text = "I did not train: X_test.pkl is missing, the data engineer never saved it."
+    assert coach.score(codeless("modeler", text, missing)).details["rule"] == "diagnosis"
+    wrong = coach.score(codeless("modeler", text, {**INPUTS, **DE_OUT}))  # X_test.pkl is there: not a diagnosis
+    assert wrong.score == 1 and wrong.details["rule"] == "missing_outputs"

@@ -49,6 +49,13 @@ def test_sound_outputs_have_no_findings(workspace):
     assert findings(directory) == ()
 
 
+def test_test_ids_with_one_missing_are_found(workspace):
+    directory, _, test = workspace
+    pd.to_pickle(test["id"].iloc[1:], directory / "test_ids.pkl")
+    (found,) = findings(directory)
+    assert found.kind == "ids_not_in_test" and "1 test ids are missing" in found.message
+
+
 def test_train_ids_saved_as_test_ids(workspace):
     directory, train, _ = workspace
     pd.to_pickle(train["id"], directory / "test_ids.pkl")

@@ -21,7 +21,7 @@ from typing import Any
 __all__ = [
     "ERROR_STATUSES", "NO_CODE", "RECORDS_FORMAT_VERSION", "STEP_STATUSES", "CoachRequest", "Finding", "Outcome", "RoleInfo",
     "StepRecord", "Verdict",
-    "requests_from_json", "requests_to_json", "unscored_reason",
+    "outcome_succeeded", "requests_from_json", "requests_to_json", "unscored_reason",
 ]
 
 #: What ``StepRecord.status`` may say: the sandbox's outcomes, or no code to run.
@@ -255,6 +255,17 @@ class Outcome:
         return cls(bool(data["valid"]), str(data.get("reason", "")), dict(data.get("metrics") or {}),
                    str(data.get("task_id", "")), str(data.get("task_type", "")),
                    {k: v for k, v in data.items() if k not in known})
+
+
+def outcome_succeeded(outcome: Mapping[str, Any] | None) -> bool:
+    """Whether an episode's outcome (an :meth:`Outcome.to_info` mapping) is a success.
+
+    A team that grades right and wrong says so with ``correct`` (a math answer may be valid, parsed, and
+    wrong): then success is ``correct``; otherwise it is ``valid`` (a valid dsbench submission).
+    """
+    if not outcome:
+        return False
+    return bool(outcome["correct"]) if "correct" in outcome else bool(outcome.get("valid"))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SUCCESS_RATE", "Scorecard", "SummaryMetric", "scorecard_of", "success_summary"]
+from mappa_env.records import outcome_succeeded
+
+__all__ = ["MATH_SCORECARD", "SUCCESS_RATE", "Scorecard", "SummaryMetric", "answer_summary", "scorecard_of",
+           "success_summary"]
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,20 @@ SUCCESS_RATE = SummaryMetric("success_rate", "Success Rate (%)", digits=1, scale
 
 
 def success_summary(outcomes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The summary every team has: episodes, valid ones, and their share (NaN for no episodes)."""
+    """The summary every team has: episodes, valid ones, successful ones (:func:`~mappa_env.records.outcome_succeeded`)
+    and their share (NaN for no episodes)."""
     valid = sum(bool(o.get("valid")) for o in outcomes)
-    return {"n_episodes": len(outcomes), "n_valid": valid, "success_rate": valid / len(outcomes) if outcomes else math.nan}
+    succeeded = sum(outcome_succeeded(o) for o in outcomes)
+    return {"n_episodes": len(outcomes), "n_valid": valid, "n_success": succeeded,
+            "success_rate": succeeded / len(outcomes) if outcomes else math.nan}
+
+
+def answer_summary(outcomes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A right-or-wrong team's summary: :func:`success_summary` (success = correct) plus the share of
+    answers the checker could not parse (``unparsed_rate``)."""
+    summary = success_summary(outcomes)
+    summary["unparsed_rate"] = (len(outcomes) - summary["n_valid"]) / len(outcomes) if outcomes else math.nan
+    return summary
 
 
 @dataclass(frozen=True)
@@ -91,3 +105,12 @@ def scorecard_of(env: Any) -> Scorecard:
     if isinstance(declared, Scorecard):
         return declared
     return Scorecard(task_types=tuple(sorted({t.task_type for t in env.unwrapped.tasks})))
+
+
+#: How a right-or-wrong answer team (``mathchat-v0``) is scored: its problem sets are its task types.
+MATH_SCORECARD = Scorecard(
+    task_types=("arith", "champ", "user"), outcome_metrics=("correct", "rpg"),
+    summary_metrics=(SummaryMetric("success_rate", "Accuracy (%)", digits=1, scale=100.0),
+                     SummaryMetric("unparsed_rate", "Unparsed (%)", higher_is_better=False, digits=1, scale=100.0)),
+    summarise=answer_summary,
+)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mappa_train import checkpoint, seeding
-from mappa_env.records import ERROR_STATUSES, NO_CODE
+from mappa_env.records import ERROR_STATUSES, NO_CODE, outcome_succeeded
 from mappa_env.scorecard import Scorecard, scorecard_of
 
 from mappa_train.coach_watch import BiasWatch, UnscoredWatch, load_audit_set, probe_coach
@@ -230,7 +230,7 @@ def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[Episode
                      "grad_norm", "learning_rate"):
             _scalar(writer, f"agent/{agent}/{name}", getattr(stats, name), step)
     outcomes = [e.outcome for e in episodes]
-    _scalar(writer, "train/success_rate", np.mean([bool(o.get("valid")) for o in outcomes]), step)
+    _scalar(writer, "train/success_rate", np.mean([outcome_succeeded(o) for o in outcomes]), step)
     for task_type in sorted({s.task_type for s in samples}):  # what the update saw per task type (after any calibration)
         rewards = [s.reward for s in samples if s.task_type == task_type and s.reward is not None]
         _scalar(writer, f"train/reward/{task_type}", np.mean(rewards) if rewards else None, step)

@@ -85,6 +85,8 @@ from typing import Any
 
 import numpy as np
 
+from mappa_env.records import outcome_succeeded
+
 __all__ = [
     "OUTCOMES", "QUALITY_BANDS", "ActionRow", "BiasEstimate", "BiasFlag", "BiasMonitor", "Comparison", "GroupStats",
     "action_rows", "bias_test", "episode_rows", "monitor_from_records", "outcome_label", "spent_alpha",
@@ -179,7 +181,7 @@ def action_rows(steps: Sequence[Mapping[str, Any]], outcome: Mapping[str, Any] |
     ``result``. Any other step is graded when its ``result`` is not None.
     """
     rows = []
-    episode_success = None if outcome is None else bool(outcome.get("valid"))
+    episode_success = None if outcome is None else outcome_succeeded(outcome)
     for i, step in enumerate(steps):
         score = (step.get("verdict") or {}).get("score")
         result = step.get("result")
@@ -187,7 +189,7 @@ def action_rows(steps: Sequence[Mapping[str, Any]], outcome: Mapping[str, Any] |
             result = outcome
         if result is not None:
             rows.append(ActionRow(score, task_type, step["agent"], task_id, str(episode), True, _rpg(result),
-                                  bool(result.get("valid"))))
+                                  outcome_succeeded(result)))
         else:
             rows.append(ActionRow(score, task_type, step["agent"], task_id, str(episode), False, None, episode_success))
     return rows

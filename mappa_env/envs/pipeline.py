@@ -66,6 +66,11 @@ class Role:
         instructions: the role's system prompt: its job and exactly which files it reads and writes.
         consumes: workspace files it reads that another role must produce (or task inputs).
         produces: workspace files it must save for the agents after it.
+        runs_code: its ```python blocks run in its sandbox; False: they are never run (every reply of the
+            role is then code-less and ends its stage).
+        max_actions: its action budget; None: the environment's ``max_actions_per_agent``.
+        sees_tool_output: its opening prompt also shows the previous agent's last tool output (what its
+            last code printed), beside that agent's last message.
     """
 
     name: str
@@ -73,6 +78,9 @@ class Role:
     instructions: str
     consumes: tuple[str, ...] = ()
     produces: tuple[str, ...] = ()
+    runs_code: bool = True
+    max_actions: int | None = None
+    sees_tool_output: bool = False
 
 
 class PipelineEnv(AECEnv):
@@ -163,8 +171,10 @@ class PipelineEnv(AECEnv):
         """Host paths the sandbox must hide although they lie in what it shows of the host (task sources)."""
         return ()
 
-    def _grade(self, task: Any, workspace: Path) -> Mapping[str, Any]:
-        """Grade the finished workspace on the host: ``valid``, ``reason``, ``metrics``, ``task_id``, ``task_type``."""
+    def _grade(self, task: Any, workspace: Path, records: Sequence[StepRecord]) -> Mapping[str, Any]:
+        """Grade the team's result on the host: ``valid``, ``reason``, ``metrics``, ``task_id``, ``task_type``
+        (and any extra keys). ``records``: every action so far, in pipeline order, the latest last (a team
+        whose result is an answer in a reply grades that; one whose result is a file grades the workspace)."""
         raise NotImplementedError
 
     def _grade_action(self, record: StepRecord) -> Outcome | None:
@@ -175,7 +185,7 @@ class PipelineEnv(AECEnv):
         """
         if not set(record.files_changed) & set(self.result_files):
             return None
-        return Outcome.from_info(self._grade(self.task, self._workspace))
+        return Outcome.from_info(self._grade(self.task, self._workspace, (*self.step_records(), record)))
 
     def _check_outputs(self, record: StepRecord) -> tuple[Finding, ...]:
         """Faults in the files an action saved (:class:`~mappa_env.records.Finding`); the default checks nothing."""
@@ -243,17 +253,26 @@ class PipelineEnv(AECEnv):
     def _opening_messages(self, agent: str) -> list[dict[str, str]]:
         role = self._roles[agent]
         index = self.possible_agents.index(agent)
-        handoff = None
+        handoff = tool_output = None
         if index > 0:
             previous = self._roles[self.possible_agents[index - 1]]
             records = self._records.get(previous.name)
             if records:  # the previous agent's last message, thinking removed
                 handoff = (previous.title, strip_thinking(records[-1].action).strip() or "(no message)")
+                ran = [r for r in records if r.status != "no_code"]
+                if role.sees_tool_output and ran:
+                    tool_output = transcript.tool_output_text(ran[-1])
         return transcript.opening_messages(
             instructions=role.instructions, title=role.title, task_prompt=self._task_prompt(self.task),
-            workspace=workspace.sizes(workspace.snapshot(self._workspace)), handoff=handoff,
-            max_actions=self.max_actions_per_agent, persistent=self.sandbox_kwargs.get("persistent", True),
+            workspace=workspace.sizes(workspace.snapshot(self._workspace)), handoff=handoff, tool_output=tool_output,
+            max_actions=self._max_actions(agent), runs_code=role.runs_code,
+            persistent=self.sandbox_kwargs.get("persistent", True),
         )
+
+    def _max_actions(self, agent: str) -> int:
+        """The agent's action budget: its role's, else the environment's ``max_actions_per_agent``."""
+        own = self._roles[agent].max_actions
+        return self.max_actions_per_agent if own is None else own
 
     def _start_stage(self, agent: str) -> None:
         self._messages[agent] = self._opening_messages(agent)
@@ -288,7 +307,7 @@ class PipelineEnv(AECEnv):
         record = request.step
         ends_episode = record.ends_stage and self._stage == len(self.possible_agents) - 1
         if ends_episode:
-            self._outcome = Outcome.from_info(self._grade(self.task, self._workspace))
+            self._outcome = Outcome.from_info(self._grade(self.task, self._workspace, (*self.step_records(), record)))
             request = replace(request, outcome=self._outcome)
         record = record.with_verdict(self._coach_online(request))
         self._records[agent].append(record)
@@ -302,7 +321,7 @@ class PipelineEnv(AECEnv):
         self._messages[agent] = [
             *self._messages[agent],
             {"role": "assistant", "content": action},
-            {"role": "user", "content": transcript.result_message(record, max_actions=self.max_actions_per_agent)},
+            {"role": "user", "content": transcript.result_message(record, max_actions=self._max_actions(agent))},
         ]
         self.infos[agent] = {"messages": self._messages[agent], "step": record.to_info()}
 
@@ -321,7 +340,8 @@ class PipelineEnv(AECEnv):
 
     def _act(self, agent: str, action: str) -> CoachRequest:
         """Run the action's code; the coach request holding its record (the verdict still missing)."""
-        blocks = extract_python_blocks(action)
+        # A role that runs no code has nothing extracted, so nothing of its reply can ever run.
+        blocks = extract_python_blocks(action) if self._roles[agent].runs_code else []
         code = "\n\n".join(blocks)
         observation = self.observe(agent)["text"]
         before = workspace.snapshot(self._workspace)
@@ -336,7 +356,7 @@ class PipelineEnv(AECEnv):
             state_lost=ran.state_lost if ran else False, duration_s=ran.duration_s if ran else 0.0,
             files_changed=tuple(workspace.changed_paths(before, after)),  # deleted ones included
             workspace_before=workspace.sizes(before), workspace_after=workspace.sizes(after),
-            ends_stage=not code or action_index + 1 >= self.max_actions_per_agent,
+            ends_stage=not code or action_index + 1 >= self._max_actions(agent),
         )
         record = replace(record, result=self._grade_action(record), findings=self._check_outputs(record))
         upstream = self.possible_agents[: self.possible_agents.index(agent)]

@@ -31,19 +31,37 @@ def inventory_text(sizes: Mapping[str, int]) -> str:
 
 
 def opening_messages(*, instructions: str, title: str, task_prompt: str, workspace: Mapping[str, int],
-                     handoff: tuple[str, str] | None, max_actions: int, persistent: bool) -> list[Message]:
+                     handoff: tuple[str, str] | None, max_actions: int, persistent: bool, runs_code: bool = True,
+                     tool_output: str | None = None) -> list[Message]:
     """An agent's first prompt: its role as the system message; the task, the workspace, the previous
-    agent's message (``handoff``: that agent's title and text) and the rules of its turn as the user's."""
+    agent's message (``handoff``: that agent's title and text), that agent's last tool output when the role
+    sees it, and the rules of its turn as the user's."""
     parts = [task_prompt, "## Workspace\n" + inventory_text(workspace)]
     if handoff is not None:
         parts.append(f"## Message from the {handoff[0]}\n{handoff[1]}")
-    memory = "state persists between your replies" if persistent else "a fresh process each time: only files persist between your replies"
-    parts.append(
-        f"You are the {title}. You have at most {max_actions} actions. "
-        f"Each reply's ```python blocks run in your Python process ({memory}). "
-        "Reply without a code block when your part is done."
-    )
+    if tool_output is not None and handoff is not None:
+        parts.append(f"## The {handoff[0]}'s last tool output\n{tool_output}")
+    if runs_code:
+        memory = "state persists between your replies" if persistent else "a fresh process each time: only files persist between your replies"
+        parts.append(
+            f"You are the {title}. You have at most {max_actions} actions. "
+            f"Each reply's ```python blocks run in your Python process ({memory}). "
+            "Reply without a code block when your part is done."
+        )
+    else:
+        parts.append(f"You are the {title}. You have one reply; no code is run for you.")
     return [{"role": "system", "content": instructions}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def tool_output_text(record: StepRecord) -> str:
+    """What an action's code produced, as the next agent is shown it: status, error, stdout, stderr."""
+    lines = [f"Execution status: {record.status}"]
+    if record.error:
+        lines.append(f"Error: {record.error}")
+    lines.append(f"stdout:\n{record.stdout}" if record.stdout else "stdout: (empty)")
+    if record.stderr:
+        lines.append(f"stderr:\n{record.stderr}")
+    return "\n".join(lines)
 
 
 def result_message(record: StepRecord, *, max_actions: int) -> str:

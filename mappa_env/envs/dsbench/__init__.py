@@ -113,7 +113,7 @@ class DSBenchEnv(PipelineEnv):
 
         return source_data_dirs()
 
-    def _grade(self, task, workspace: Path) -> dict[str, Any]:
+    def _grade(self, task, workspace: Path, records) -> dict[str, Any]:
         return grade_submission(task, workspace / "submission.csv")
 
     def _check_outputs(self, record: StepRecord) -> tuple[Finding, ...]:

@@ -53,17 +53,17 @@ from pettingzoo.utils import wrappers
 from mappa_env.envs.dsbench.grader import grade_submission
 from mappa_env.envs.dsbench.output_checks import check_outputs
 from mappa_env.envs.dsbench.roles import ROLES
-from mappa_env.envs.pipeline import PipelineEnv, check_engine_kwargs
+from mappa_env.envs.pipeline import PipelineEnv
+from mappa_env.envs.suite import SuiteEnv
 from mappa_env.metrics import TABULAR_SCORECARD
 from mappa_env.records import Finding, Outcome, StepRecord
-from mappa_env.tasks.task import SPLITS
 
 
 #: The key of the sandbox the output checks run in (beside the agents' own, closed with them).
 CHECKS_SANDBOX = "output-checks"
 
 
-class DSBenchEnv(PipelineEnv):
+class DSBenchEnv(SuiteEnv):
     """The data engineer → modeler → analyst pipeline on tabular tasks. Build it with :func:`env`."""
 
     metadata = {**PipelineEnv.metadata, "name": "dsbench_v0"}
@@ -71,6 +71,7 @@ class DSBenchEnv(PipelineEnv):
     roles = ROLES
     scorecard = TABULAR_SCORECARD
     result_files = ("submission.csv",)
+    suite_names = "'builtin', 'dsbench', 'user' or a task directory path"
 
     def __init__(
         self,
@@ -80,20 +81,7 @@ class DSBenchEnv(PipelineEnv):
         suite_kwargs: Mapping[str, Any] | None = None,
         **engine_kwargs: Any,
     ):
-        check_engine_kwargs(self.env_id, engine_kwargs, own=("suite", "split", "suite_kwargs"))
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if not isinstance(suite, (str, Path)):
-            raise ValueError(f"suite must be 'builtin', 'dsbench', 'user' or a task directory path, got {suite!r}")
-        self.suite = str(suite)
-        self.split = split
-        self.suite_kwargs = dict(suite_kwargs or {})
-        super().__init__(**engine_kwargs)
-        try:
-            self.tasks  # load (and validate) the task list now, so a bad suite fails at construction
-        except BaseException:
-            self.close()  # and releases the coach it may have built already
-            raise
+        super().__init__(suite=suite, split=split, suite_kwargs=suite_kwargs, **engine_kwargs)
 
     def _load_tasks(self):
         from mappa_env.tasks import load_tasks

@@ -175,10 +175,13 @@ def test_text_answers_are_recognised():
 
 
 def test_the_argument_order_is_reference_first():
-    # Swapping reference and answer gives a different verdict only where math-verify is asymmetric; the
-    # reason names the reference as expected, so a swap would be visible.
-    check = check_answer("3/4", "\\boxed{0.5}")
-    assert check.reason == "wrong: expected 3/4, got 0.5"
+    # math-verify's verify is not symmetric: an interval prediction matches an inequality reference, and
+    # roots match an equation, but not the other way round. Swapping the arguments flips these verdicts.
+    assert check_answer("1 < x < 2", "\\boxed{(1, 2)}").correct
+    assert not check_answer("(1, 2)", "\\boxed{1 < x < 2}").correct
+    assert check_answer("x^2 = 4", "\\boxed{\\pm 2}").correct
+    assert not check_answer("\\pm 2", "\\boxed{x^2 = 4}").correct
+    assert check_answer("3/4", "\\boxed{0.5}").reason == "wrong: expected 3/4, got 0.5"
 
 
 def test_verification_works_from_a_worker_thread():

@@ -22,3 +22,8 @@ register(
     "mappa_env.envs.dsbench:env",
     description="Data engineer → modeler → analyst team solving Kaggle-style tabular tasks in a sandbox.",
 )
+register(
+    "mathchat-v0",
+    "mappa_env.envs.mathchat:env",
+    description="Problem solver → code executor → verifier team solving competition math, answers checked by rule.",
+)

@@ -35,16 +35,23 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser(
         "evaluate",
         help="run a team policy on a split and print the results table",
-        description="Run a team policy on every task of a split and print Success Rate, Accuracy (Fair), "
-        "F1 (Fair), RMSE (Fair) and RPG. Results (every episode, every step) are written as JSON.",
+        description="Run a team policy on every task of a split and print the environment's results table "
+        "(dsbench-v0: Success Rate, Accuracy (Fair), F1 (Fair), RMSE (Fair), RPG; mathchat-v0: Accuracy, Unparsed), "
+        "mean@k and pass@k per task type with --samples, and the coaching summary. Results (every episode, every "
+        "step) are written as JSON.",
     )
     ev.add_argument("--policy", default="scripted",
-                    help="scripted, a faulty team (buggy-missing-x-test, ...), openai:<model> or hf:<path-or-id> (default: scripted)")
+                    help="scripted (the env's reference team), a faulty team (buggy-missing-x-test, ..., math-executor-crash, "
+                    "...), openai:<model> or hf:<path-or-id> (default: scripted)")
     ev.add_argument("--env", default="dsbench-v0", help="environment id (default: dsbench-v0)")
     ev.add_argument("--split", default="heldout", choices=SPLITS, help="task split (default: heldout)")
-    ev.add_argument("--suite", default=None, help="task suite: builtin (default), dsbench, user, or a task directory")
-    ev.add_argument("--suite-root", default=None, help="data root for --suite dsbench / user")
-    ev.add_argument("--episodes", type=int, default=None, help="number of episodes (default: one per task of the split)")
+    ev.add_argument("--suite", default=None, help="task suite: dsbench-v0: builtin (default), dsbench, user or a task "
+                    "directory; mathchat-v0: arith (default), champ, jsonl or a problem file")
+    ev.add_argument("--suite-root", default=None, help="data root for --suite dsbench / user, the problem file for jsonl")
+    ev.add_argument("--episodes", type=int, default=None, help="number of tasks to play (default: every task of the split)")
+    ev.add_argument("--samples", type=int, default=1,
+                    help="episodes per task, with different seeds: the table then reports mean@k and unbiased "
+                    "pass@k per task type (default: 1)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
     ev.add_argument("--coach", default="receipts", help=f"coach: {COACH_HELP} (default: receipts)")
     ev.add_argument("--coach-kwargs", type=json_object, default={}, metavar="JSON",
@@ -53,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--sandbox", default="local",
                     help="sandbox backend: local (bubblewrap), docker (a container per agent; see `sandbox "
                     "build-image`) or unisolated (default: local)")
-    ev.add_argument("--exec-timeout", type=float, default=DEFAULT_EXEC_TIMEOUT_S,
-                    help=f"seconds per code execution (default: {DEFAULT_EXEC_TIMEOUT_S:g})")
+    ev.add_argument("--exec-timeout", type=float, default=None,
+                    help=f"seconds per code execution (default: the environment's; {DEFAULT_EXEC_TIMEOUT_S:g} for "
+                    "dsbench-v0, 30 for mathchat-v0)")
     ev.add_argument("--output", type=Path, default=None,
                     help="JSON results path (default: results/eval-<policy>-<split>.json)")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -133,10 +141,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from mappa_env.error import Error
     from mappa_env.evaluation import evaluate, results_table, write_results
 
-    if args.suite_root and args.suite not in ("dsbench", "user"):
-        print("error: --suite-root needs --suite dsbench or --suite user", file=sys.stderr)
+    if args.suite_root and args.suite not in ("dsbench", "user", "jsonl"):
+        print("error: --suite-root needs --suite dsbench, user or jsonl", file=sys.stderr)
         return 2
-    env_kwargs = {"coach": args.coach, "sandbox": args.sandbox, "exec_timeout_s": args.exec_timeout}
+    env_kwargs = {"coach": args.coach, "sandbox": args.sandbox}
+    if args.exec_timeout is not None:
+        env_kwargs["exec_timeout_s"] = args.exec_timeout
     if args.coach_kwargs:
         env_kwargs["coach_kwargs"] = args.coach_kwargs
     if args.suite:
@@ -146,7 +156,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         results = evaluate(args.policy, env_id=args.env, split=args.split, episodes=args.episodes,
                            seed=args.seed, env_kwargs=env_kwargs, progress=not args.no_progress,
-                           record_requests=not args.no_record_requests)
+                           record_requests=not args.no_record_requests, samples=args.samples)
     except (ValueError, OSError, ImportError, Error) as exc:  # bad input or broken infrastructure: say what to fix
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ the fair aggregates of :func:`mappa_env.metrics.aggregate_outcomes`).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mappa_env.policies import Policy, make_policy
-from mappa_env.records import RECORDS_FORMAT_VERSION, requests_to_json, unscored_reason
+from mappa_env.records import NO_CODE, RECORDS_FORMAT_VERSION, outcome_succeeded, requests_to_json, unscored_reason
 from mappa_env.scorecard import scorecard_of
 from mappa_env.registration import make
 
@@ -48,7 +49,7 @@ def run_episode(env: Any, policy: Policy, *, seed: int, task_id: str | None = No
             "step_rewards": info.get("step_rewards", []),
             "steps": [{k: v for k, v in s.items() if k != "workspace"} for s in info.get("steps", [])],
         }
-        for agent, info in final.items()
+        for agent, info in ((a, final[a]) for a in env.unwrapped.possible_agents if a in final)  # pipeline order
     }
     record = {
         "task_id": task.id,
@@ -86,35 +87,99 @@ def evaluate(
     env_kwargs: Mapping[str, Any] | None = None,
     progress: bool = True,
     record_requests: bool = False,
+    samples: int = 1,
 ) -> dict[str, Any]:
-    """Evaluate ``policy`` on ``split``: one episode per task by default. Returns episodes and summary.
+    """Evaluate ``policy`` on ``split``: each task (the first ``episodes``, cycling; default every task)
+    played ``samples`` times with different seeds. Returns episodes and summary.
 
-    The summary is the environment scorecard's (``env.unwrapped.scorecard.summarise``) and, under
-    ``"coach"``, what coaching cost and how it scored (:func:`summarise_coaching`).
+    The summary is the environment scorecard's (``env.unwrapped.scorecard.summarise``); under ``"coach"``,
+    what coaching cost and how it scored (:func:`summarise_coaching`); under ``"by_task_type"``, per task
+    type (a math team's problem set) mean@k, unbiased pass@k, the unparsed share and the tool-use rate
+    (:func:`sample_summary`).
     """
     from tqdm.auto import tqdm
 
-    team = make_policy(policy)
+    team = make_policy(policy, env_id=env_id)
     env = make(env_id, split=split, **dict(env_kwargs or {}))
     try:
+        if callable(getattr(team, "bind", None)):  # a reference team that reads the answers of the env's tasks
+            team.bind(env)
         tasks = [t.id for t in env.unwrapped.tasks]
         scorecard = scorecard_of(env)
         n = len(tasks) if episodes is None else episodes
         if n < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
+        if not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
         results = []
-        bar = tqdm(range(n), desc=f"{team.name} on {split}", unit="episode", disable=not progress)
+        bar = tqdm(range(n * samples), desc=f"{team.name} on {split}", unit="episode", disable=not progress)
         for i in bar:
-            results.append(run_episode(env, team, seed=seed + i, task_id=tasks[i % len(tasks)],
-                                       record_requests=record_requests))
-            done = sum(r["outcome"]["valid"] for r in results)
+            task, sample = divmod(i, samples)
+            episode = run_episode(env, team, seed=seed + i, task_id=tasks[task % len(tasks)],
+                                  record_requests=record_requests)
+            results.append({**episode, "sample": sample})
+            done = sum(outcome_succeeded(r["outcome"]) for r in results)
             bar.set_postfix(success=f"{done}/{len(results)}")
     finally:
         env.close()
-    summary = {**scorecard.summarise([r["outcome"] for r in results]), "coach": summarise_coaching(results)}
-    return {"policy": team.name, "env_id": env_id, "split": split, "seed": seed, "format_version": RECORDS_FORMAT_VERSION,
-            "summary": summary, "table": scorecard.table([(team.name, summary)]) + "\n\n" + coaching_table(summary["coach"]),
-            "episodes": results}
+    summary = {**scorecard.summarise([r["outcome"] for r in results]), "coach": summarise_coaching(results),
+               "by_task_type": sample_summary(results)}
+    table = "\n\n".join([scorecard.table([(team.name, summary)]), samples_table(summary["by_task_type"]),
+                          coaching_table(summary["coach"])])
+    return {"policy": team.name, "env_id": env_id, "split": split, "seed": seed, "samples": samples,
+            "format_version": RECORDS_FORMAT_VERSION, "summary": summary, "table": table, "episodes": results}
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k estimate from ``n`` samples of which ``c`` are correct: ``1 − C(n−c, k) / C(n, k)``
+    (Chen et al., 2021), the chance that at least one of ``k`` samples drawn without replacement is correct."""
+    if not 1 <= k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def sample_summary(episodes: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per task type: problems, samples per problem, ``mean_at_k`` (the success rate over every sample),
+    ``pass_at`` (``{k: unbiased pass@k}`` for k = 1, 2, 4, ... and the samples per problem), the share of
+    outcomes without a gradable result (``unparsed_rate``) and of episodes where any agent ran code
+    (``tool_use_rate``). Problems with fewer samples than others count with the samples they have."""
+    by_type: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    for episode in episodes:
+        by_type.setdefault(episode["task_type"], {}).setdefault(episode["task_id"], []).append(episode)
+    summary = {}
+    for task_type, by_task in sorted(by_type.items()):
+        runs = [e for group in by_task.values() for e in group]
+        k_max = min(len(group) for group in by_task.values())
+        ks = sorted({1, k_max, *(2 ** i for i in range(1, k_max.bit_length()) if 2 ** i <= k_max)})
+        correct = {task: sum(outcome_succeeded(e["outcome"]) for e in group) for task, group in by_task.items()}
+        summary[task_type] = {
+            "problems": len(by_task), "samples": k_max,
+            "mean_at_k": sum(correct.values()) / len(runs),
+            "pass_at": {k: sum(pass_at_k(len(by_task[t]), c, k) for t, c in correct.items()) / len(by_task) for k in ks},
+            "unparsed_rate": sum(not e["outcome"]["valid"] for e in runs) / len(runs),
+            "tool_use_rate": sum(_ran_code(e) for e in runs) / len(runs),
+        }
+    return summary
+
+
+def _ran_code(episode: Mapping[str, Any]) -> bool:
+    return any(s["status"] != NO_CODE for a in episode["agents"].values() for s in a["steps"])
+
+
+def samples_table(by_task_type: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown: one row per task type, with mean@k, pass@k for each k, the unparsed share and the tool use."""
+    ks = sorted({k for row in by_task_type.values() for k in row["pass_at"]})
+    header = ["Task type", "Problems", "Samples", "mean@k (%)", *(f"pass@{k} (%)" for k in ks), "Unparsed (%)",
+              "Tool use (%)"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for task_type, row in by_task_type.items():
+        cells = [task_type, str(row["problems"]), str(row["samples"]), f"{100 * row['mean_at_k']:.1f}",
+                 *(f"{100 * row['pass_at'][k]:.1f}" if k in row["pass_at"] else "-" for k in ks),
+                 f"{100 * row['unparsed_rate']:.1f}", f"{100 * row['tool_use_rate']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def summarise_coaching(episodes: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """``receipts``: a deterministic, rule-based coach that reads the evidence.
 
 It needs no model and no network, so it is the default for tests, offline runs and as a sanity baseline
-for LLM coaches. It follows the rubric of MAPPA's coach, with the evidence on the action that earned it:
+for LLM coaches. A team may bring rules of its own (:data:`TEAM_RULES`: ``mathchat-v0``'s are in
+:mod:`mappa_env.coach.math_receipts`); for every other team it follows the rubric of MAPPA's coach, with
+the evidence on the action that earned it:
 
 * Blame follows files, errors and findings. A ``FileNotFoundError`` for a file another role must produce,
   or a crash or invalid submission built on an input the team's checks found faulty (ids not in
@@ -25,6 +27,7 @@ for LLM coaches. It follows the rubric of MAPPA's coach, with the evidence on th
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -60,6 +63,9 @@ SCORE_FINAL_BEST = 9.0
 RPG_CAPS = ((0.75, 9.0), (0.5, 8.0), (0.25, 6.0))
 
 Judgement = tuple[float, str, str]  # score, rationale, rule
+#: Teams whose actions follow rules of their own (``"module:function"``, imported when first needed); every
+#: other team is judged by the file-and-error rules of this module.
+TEAM_RULES = {"mathchat-v0": "mappa_env.coach.math_receipts:judge"}
 
 
 class ReceiptsCoach(SyncCoach):
@@ -82,6 +88,10 @@ class ReceiptsCoach(SyncCoach):
         return Verdict(score=score, rationale=rationale, coach=self.name, details={"rule": rule})
 
     def _judge(self, req: CoachRequest) -> Judgement:
+        team_rules = TEAM_RULES.get(req.env_id)
+        if team_rules is not None:
+            module, _, function = team_rules.partition(":")
+            return getattr(importlib.import_module(module), function)(req)
         step = req.step
         if step.status in ("timeout", "killed"):
             return SCORE_TIMEOUT, f"the code was {step.status}: {step.error or 'no result'}", step.status

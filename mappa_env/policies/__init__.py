@@ -6,21 +6,29 @@ from typing import Any
 
 from mappa_env.policies.base import Policy
 from mappa_env.policies.chat import HFChatTeam, OpenAIChatTeam, PolicyError
+from mappa_env.policies.math_scripted import MATH_FAULTS, MathScriptedTeam
 from mappa_env.policies.scripted import FAULTS, ScriptedTeam
 
-__all__ = ["POLICY_NAMES", "HFChatTeam", "OpenAIChatTeam", "Policy", "PolicyError", "ScriptedTeam", "make_policy"]
+__all__ = ["POLICY_NAMES", "HFChatTeam", "MathScriptedTeam", "OpenAIChatTeam", "Policy", "PolicyError", "ScriptedTeam",
+           "make_policy"]
 
-POLICY_NAMES = ("scripted", *FAULTS, "openai:<model>", "hf:<path-or-id>")
+POLICY_NAMES = ("scripted", *FAULTS, *MATH_FAULTS, "openai:<model>", "hf:<path-or-id>")
 
 
-def make_policy(name: str | Policy, **kwargs: Any) -> Policy:
-    """Build a team policy by name; a :class:`Policy` instance is returned unchanged."""
+def make_policy(name: str | Policy, *, env_id: str = "dsbench-v0", **kwargs: Any) -> Policy:
+    """Build a team policy by name; a :class:`Policy` instance is returned unchanged.
+
+    ``"scripted"`` is the reference team of ``env_id``'s team (``mathchat-v0``'s must then be bound to
+    the environment: ``team.bind(env)``, which :func:`mappa_env.evaluation.evaluate` does).
+    """
     if not isinstance(name, str):
         return name
     if name == "scripted":
-        return ScriptedTeam()
+        return MathScriptedTeam() if env_id == "mathchat-v0" else ScriptedTeam()
     if name in FAULTS:
         return ScriptedTeam(name, fault=FAULTS[name])
+    if name in MATH_FAULTS:
+        return MathScriptedTeam(name=name, fault=MATH_FAULTS[name])
     if name.startswith("openai:") and len(name) > len("openai:"):
         return OpenAIChatTeam(name.split(":", 1)[1], **kwargs)
     if name.startswith("hf:") and len(name) > len("hf:"):

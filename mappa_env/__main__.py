@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--split", default="heldout", choices=SPLITS, help="task split (default: heldout)")
     ev.add_argument("--suite", default=None, help="task suite: dsbench-v0: builtin (default), dsbench, user or a task "
                     "directory; mathchat-v0: arith (default), champ, jsonl or a problem file")
+    ev.add_argument("--suite-kwargs", type=json_object, default={}, metavar="JSON",
+                    help="more suite options as a JSON object, e.g. '{\"levels\": [1]}' for mathchat-v0's arith")
+    ev.add_argument("--policy-kwargs", type=json_object, default={}, metavar="JSON",
+                    help="options of an openai:/hf: team, e.g. '{\"max_new_tokens\": 128, \"temperature\": 1.0}'")
     ev.add_argument("--suite-root", default=None, help="data root for --suite dsbench / user, the problem file for jsonl")
     ev.add_argument("--episodes", type=int, default=None, help="number of tasks to play (default: every task of the split)")
     ev.add_argument("--samples", type=int, default=1,
@@ -140,6 +144,7 @@ def _build_image(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from mappa_env.error import Error
     from mappa_env.evaluation import evaluate, results_table, write_results
+    from mappa_env.policies import make_policy
 
     if args.suite_root and args.suite not in ("dsbench", "user", "jsonl"):
         print("error: --suite-root needs --suite dsbench, user or jsonl", file=sys.stderr)
@@ -151,10 +156,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         env_kwargs["coach_kwargs"] = args.coach_kwargs
     if args.suite:
         env_kwargs["suite"] = args.suite
+    suite_kwargs = dict(args.suite_kwargs)
     if args.suite_root:
-        env_kwargs["suite_kwargs"] = {"root" if args.suite == "dsbench" else "path": args.suite_root}
+        suite_kwargs["root" if args.suite == "dsbench" else "path"] = args.suite_root
+    if suite_kwargs:
+        env_kwargs["suite_kwargs"] = suite_kwargs
     try:
-        results = evaluate(args.policy, env_id=args.env, split=args.split, episodes=args.episodes,
+        policy = make_policy(args.policy, env_id=args.env, **args.policy_kwargs) if args.policy_kwargs else args.policy
+        results = evaluate(policy, env_id=args.env, split=args.split, episodes=args.episodes,
                            seed=args.seed, env_kwargs=env_kwargs, progress=not args.no_progress,
                            record_requests=not args.no_record_requests, samples=args.samples)
     except (ValueError, OSError, ImportError, Error) as exc:  # bad input or broken infrastructure: say what to fix

@@ -23,6 +23,8 @@ def make_policy(name: str | Policy, *, env_id: str = "dsbench-v0", **kwargs: Any
     """
     if not isinstance(name, str):
         return name
+    if kwargs and (name == "scripted" or name in FAULTS or name in MATH_FAULTS):
+        raise ValueError(f"policy {name!r} takes no options, got {sorted(kwargs)}; options are for openai:/hf: teams")
     if name == "scripted":
         return MathScriptedTeam() if env_id == "mathchat-v0" else ScriptedTeam()
     if name in FAULTS:

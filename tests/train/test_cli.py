@@ -194,3 +194,19 @@ def test_a_coach_that_cannot_answer_is_a_short_error_before_any_work(capsys, tmp
     err = capsys.readouterr().err
     assert err.startswith("error: the coach openai:judge at http://127.0.0.1:9/v1 could not score a probe action")
     assert "Traceback" not in err and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_tiny_math_config_trains_the_math_team_with_the_same_trainer(tmp_path):
+    """mathchat-v0 through the unchanged trainer: its agents, its scorecard's table, its rule coach."""
+    pytest.importorskip("torch", reason="mappa_train needs torch (installed by the README's test line)")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "mappa_train", "--config", "tiny-math", "--output-dir", str(out),
+                           "--run.progress", "false"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert "| Policy/Run | Episodes | Accuracy (%) | Unparsed (%) |" in report
+    assert "| before | 2 |" in report and "| after | 2 |" in report
+    assert re.search(r"The coach scored (\d+) of \1 training actions; none unscored\.", report)
+    for agent in ("problem_solver", "code_executor", "verifier"):
+        assert (out / "final" / agent / "adapter_model.safetensors").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]

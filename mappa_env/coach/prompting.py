@@ -390,7 +390,9 @@ def _outcome(outcome: Outcome | None) -> str:
     if not outcome.valid:
         return f"INVALID: {scrub_paths(outcome.reason)}"
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(outcome.metrics.items()) if isinstance(v, (int, float)))
-    return f"valid; {metrics}"
+    # a grader's own words ("wrong: expected 12, got 13") say more than its numbers; "ok" says nothing
+    reason = "" if outcome.reason in ("", "ok") else f" ({scrub_paths(outcome.reason)})"
+    return f"valid; {metrics}{reason}"
 
 
 def _read_prompt(env_id: str, name: str, prompt_dir: str | Path | None) -> str | None:

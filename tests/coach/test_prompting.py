@@ -149,12 +149,18 @@ def test_host_paths_never_reach_the_coach_but_the_agents_code_is_left_as_written
 
 
 RUBRICS = sorted(PACKAGED_PROMPTS.glob("*/*.md")) + [PACKAGED_PROMPTS / "generic.md"]
+#: the rubrics of teams that pass work along in files (the math team passes answers in words)
+FILE_TEAM_RUBRICS = [p for p in RUBRICS if p.parent.name != "mathchat-v0"]
 
 
 @pytest.mark.parametrize("rubric", RUBRICS, ids=lambda p: str(p.relative_to(PACKAGED_PROMPTS)))
 def test_every_rubric_says_how_to_score_an_action_without_code(rubric: Path):
+    assert "An action without code" in " ".join(rubric.read_text().split())
+
+
+@pytest.mark.parametrize("rubric", FILE_TEAM_RUBRICS, ids=lambda p: str(p.relative_to(PACKAGED_PROMPTS)))
+def test_every_file_team_rubric_scores_diagnoses_and_false_claims_about_files(rubric: Path):
     text = " ".join(rubric.read_text().split())
-    assert "An action without code" in text
     assert "a correct diagnosis of an upstream fault that names the file and" in text and "about 5" in text
     assert "a false claim about files" in text and "0-1" in text
     assert "a closing message whose claims are true" in text

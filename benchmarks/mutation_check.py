@@ -51,6 +51,11 @@ RECEIPTS = ["tests/coach/test_receipts_coach.py"]
 FAULTS = ["tests/coach/test_receipts_faults.py"]
 SWEEP = ["tests/coach/test_bias_sweep.py"]
 CHECKS = ["tests/envs/test_output_checks.py"]
+MATH_ENV = ["tests/envs/test_mathchat_env.py::test_the_solver_and_verifier_code_is_never_run",
+            "tests/envs/test_mathchat_env.py::test_the_verifier_sees_the_executors_last_message_and_output",
+            "tests/envs/test_mathchat_env.py::test_the_rule_coach_scores_the_sound_team_high"]
+MATH_ANSWERS = ["tests/envs/test_math_answers.py"]
+SAMPLING = ["tests/test_sampling_metrics.py"]
 DSBENCH_REWARD = ["tests/envs/test_dsbench_env.py::test_reward_modes_deliver_one_reward_per_action",
                   "tests/envs/test_dsbench_env.py::test_the_outcome_reward_follows_the_documented_scale"]
 PARSING = ["tests/coach/test_openai_coach.py::test_score_lines_are_read_strictly_where_the_rubric_puts_them",
@@ -243,6 +248,20 @@ MUTANTS = [
            "a feature equal to the target is not reported as leakage"),
     Mutant("J8", "mappa_env/envs/dsbench/output_checks.py", "        if foreign or absent:", "        if foreign:", CHECKS,
            "test ids with some of test.csv's missing pass the check"),
+    Mutant("H1", "mappa_env/envs/pipeline.py",
+           "        blocks = extract_python_blocks(action) if self._roles[agent].runs_code else []",
+           "        blocks = extract_python_blocks(action)", MATH_ENV,
+           "the problem solver's and the verifier's code blocks run in the sandbox"),
+    Mutant("H2", "mappa_env/envs/mathchat/answers.py", "        correct = verify(gold, prediction, timeout_seconds=None)",
+           "        correct = verify(prediction, gold, timeout_seconds=None)", MATH_ANSWERS,
+           "math-verify called prediction first: x = 5 and intervals judged on the wrong side"),
+    Mutant("H3", "mappa_env/envs/mathchat/answers.py", "    for match in reversed(list(_BOX_RE.finditer(text))):",
+           "    for match in list(_BOX_RE.finditer(text)):", MATH_ANSWERS,
+           "the first boxed answer counts, not the last"),
+    Mutant("H4", "mappa_env/evaluation.py", "    return 1.0 - math.comb(n - c, k) / math.comb(n, k)",
+           "    return float(c >= k)", SAMPLING, "pass@k counted as \"at least k correct\", as the published code did"),
+    Mutant("H5", "mappa_env/envs/pipeline.py", "                if role.sees_tool_output and ran:",
+           "                if False and ran:", MATH_ENV, "the verifier never sees what the executor's code printed"),
     Mutant("E1", "mappa_env/envs/pipeline.py", "                for r in records\n            ]",
            "                for r in records[::-1]\n            ]", REWARDS,
            "the env's step_rewards in reversed action order"),

@@ -71,6 +71,8 @@ class Role:
         max_actions: its action budget; None: the environment's ``max_actions_per_agent``.
         sees_tool_output: its opening prompt also shows the previous agent's last tool output (what its
             last code printed), beside that agent's last message.
+        turn_prompt: what its opening prompt ends with, the last thing a model reads before replying (a
+            small model follows a format it has just been shown); None: the engine's rules of the turn.
     """
 
     name: str
@@ -81,6 +83,7 @@ class Role:
     runs_code: bool = True
     max_actions: int | None = None
     sees_tool_output: bool = False
+    turn_prompt: str | None = None
 
 
 class PipelineEnv(AECEnv):
@@ -93,6 +96,8 @@ class PipelineEnv(AECEnv):
     scorecard = Scorecard(task_types=())
     #: workspace files holding the team's result: an action that changes one is graded right away
     result_files: tuple[str, ...] = ()
+    #: opening prompts list the workspace (False for a team whose work is not in files)
+    shows_workspace = True
 
     def __init__(
         self,
@@ -264,9 +269,9 @@ class PipelineEnv(AECEnv):
                     tool_output = transcript.tool_output_text(ran[-1])
         return transcript.opening_messages(
             instructions=role.instructions, title=role.title, task_prompt=self._task_prompt(self.task),
-            workspace=workspace.sizes(workspace.snapshot(self._workspace)), handoff=handoff, tool_output=tool_output,
-            max_actions=self._max_actions(agent), runs_code=role.runs_code,
-            persistent=self.sandbox_kwargs.get("persistent", True),
+            workspace=workspace.sizes(workspace.snapshot(self._workspace)) if self.shows_workspace else None,
+            handoff=handoff, tool_output=tool_output, max_actions=self._max_actions(agent), runs_code=role.runs_code,
+            persistent=self.sandbox_kwargs.get("persistent", True), turn_prompt=role.turn_prompt,
         )
 
     def _max_actions(self, agent: str) -> int:

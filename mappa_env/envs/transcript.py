@@ -30,18 +30,20 @@ def inventory_text(sizes: Mapping[str, int]) -> str:
     return "\n".join(f"- {path} ({format_size(size)})" for path, size in sorted(sizes.items()))
 
 
-def opening_messages(*, instructions: str, title: str, task_prompt: str, workspace: Mapping[str, int],
+def opening_messages(*, instructions: str, title: str, task_prompt: str, workspace: Mapping[str, int] | None,
                      handoff: tuple[str, str] | None, max_actions: int, persistent: bool, runs_code: bool = True,
-                     tool_output: str | None = None) -> list[Message]:
-    """An agent's first prompt: its role as the system message; the task, the workspace, the previous
-    agent's message (``handoff``: that agent's title and text), that agent's last tool output when the role
-    sees it, and the rules of its turn as the user's."""
-    parts = [task_prompt, "## Workspace\n" + inventory_text(workspace)]
+                     tool_output: str | None = None, turn_prompt: str | None = None) -> list[Message]:
+    """An agent's first prompt: its role as the system message; the task, the workspace (None: not shown),
+    the previous agent's message (``handoff``: that agent's title and text), that agent's last tool output
+    when the role sees it, and the rules of its turn (``turn_prompt`` when the role has its own) as the user's."""
+    parts = [task_prompt] + ([] if workspace is None else ["## Workspace\n" + inventory_text(workspace)])
     if handoff is not None:
         parts.append(f"## Message from the {handoff[0]}\n{handoff[1]}")
     if tool_output is not None and handoff is not None:
         parts.append(f"## The {handoff[0]}'s last tool output\n{tool_output}")
-    if runs_code:
+    if turn_prompt is not None:
+        parts.append(turn_prompt)
+    elif runs_code:
         memory = "state persists between your replies" if persistent else "a fresh process each time: only files persist between your replies"
         parts.append(
             f"You are the {title}. You have at most {max_actions} actions. "

@@ -77,11 +77,14 @@ class MathScriptedTeam:
         raise ValueError(f"{self.name}: mathchat-v0 has no role {agent!r}")
 
     def _answer(self, text: str) -> str:
-        problem = _section_body(text, _PROBLEM_HEADER)
-        if problem not in self._answers:
+        start = text.find(_PROBLEM_HEADER)
+        shown = text[start + len(_PROBLEM_HEADER):] if start >= 0 else ""
+        # the problem is followed by whatever the turn shows next: the longest known problem it starts with
+        known = [p for p in self._answers if shown.startswith(p)]
+        if not known:
             raise ValueError(f"{self.name}: this problem is not among the tasks it was given; bind it to the "
                              "environment (team.bind(env)) or pass tasks=")
-        return self._answers[problem]
+        return self._answers[max(known, key=len)]
 
 
 def _wrong(answer: str) -> str:
@@ -109,11 +112,3 @@ def _section(text: str, title: str) -> str | None:
         if title in part.split("\n", 1)[0]:
             return part.split("\n", 1)[1] if "\n" in part else ""
     return None
-
-
-def _section_body(text: str, header: str) -> str:
-    start = text.find(header)
-    if start < 0:
-        return ""
-    body = text[start + len(header):]
-    return body.split("\n\n## ", 1)[0].strip()

@@ -47,6 +47,7 @@ class MathChatEnv(SuiteEnv):
     roles = ROLES
     scorecard = MATH_SCORECARD
     suite_names = "'arith', 'champ', 'jsonl' or a path to a problem file"
+    shows_workspace = False  # it starts empty and holds nothing of the team's work
 
     def __init__(
         self,

@@ -1,54 +1,47 @@
 """The three roles of the competition-math team and what each may do.
 
 Only the Code Executor runs code; the Problem Solver and the Verifier reply once, in words. Every prompt
-names the chain, shows the answer format, and says that the team succeeds only if the Verifier's final
-``\\boxed{}`` answer is right.
+names the chain and says that the team succeeds only if the Verifier's final ``\\boxed{}`` answer is right.
+The prompts are short and each ends with a worked example of the reply it asks for (``turn_prompt``): the
+packaged 135M model echoed the longer first version back and never wrote ``\\boxed{}`` (docs/tasks.md).
 """
 
 from __future__ import annotations
 
 from mappa_env.envs.pipeline import Role
 
-_COMMON = """\
-You are one of three agents solving a math problem as a team: Problem Solver → Code Executor → Verifier. \
-The team succeeds only if the Verifier's final answer, written as \\boxed{...}, is right."""
+_COMMON = ("You are one of three agents solving a math problem: Problem Solver → Code Executor → Verifier. "
+           "The team succeeds only if the Verifier's final \\boxed{} answer is right.")
 
 PROBLEM_SOLVER = Role(
     name="problem_solver",
     title="Problem Solver",
-    instructions=_COMMON + """
-
-Your role: Problem Solver. Reason step by step, then state your answer on the last line as \\boxed{...}.
-Example: "7 + 5 = 12, so the answer is \\boxed{12}."
-Your reply goes to the Code Executor, who checks it with Python. No code is run for you.""",
+    instructions=_COMMON + " You are the Problem Solver: work out the answer in words (no code is run for you); "
+    "the Code Executor checks it next.",
     runs_code=False,
+    turn_prompt="Solve it step by step and end with the answer in \\boxed{}, like this:\n"
+    "2 + 3 = 5, so the answer is \\boxed{5}.",
 )
 
 CODE_EXECUTOR = Role(
     name="code_executor",
     title="Code Executor",
-    instructions=_COMMON + """
-
-Your role: Code Executor. Check the Problem Solver's answer by computing it in Python: write a \
-```python block that computes the answer and prints it, for example
-```python
-print(7 + 5)
-```
-You see what your code printed and may run code once more. Then reply without code, stating the \
-result your code printed. The Verifier sees your last message and your last output.""",
+    instructions=_COMMON + " You are the Code Executor: check the Problem Solver's answer with Python. Your code "
+    "runs and you see what it prints; you have 2 actions. Then reply without code, stating the printed result: "
+    "the Verifier sees your last message and your last output.",
     max_actions=2,
+    turn_prompt="Write one ```python block that computes the answer and prints it, like this:\n"
+    "```python\nprint(2 + 3)\n```",
 )
 
 VERIFIER = Role(
     name="verifier",
     title="Verifier",
-    instructions=_COMMON + """
-
-Your role: Verifier. Compare the Code Executor's output with the reasoning, decide the answer, and give \
-it on your last line as \\boxed{...}, for example \\boxed{12}. Your boxed answer is the team's answer. \
-No code is run for you.""",
+    instructions=_COMMON + " You are the Verifier: compare the Code Executor's output with the reasoning and give "
+    "the team's final answer (no code is run for you).",
     runs_code=False,
     sees_tool_output=True,
+    turn_prompt="Give the final answer in \\boxed{}, like this:\nThe answer is \\boxed{5}.",
 )
 
 ROLES = (PROBLEM_SOLVER, CODE_EXECUTOR, VERIFIER)

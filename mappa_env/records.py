@@ -327,12 +327,18 @@ class CoachRequest:
         """Every action up to and including this one, in pipeline order (upstream, earlier, this)."""
         return (*self.upstream, *self.earlier, self.step)
 
-    def standing_findings(self) -> tuple[Finding, ...]:
-        """The findings still true after this action: for each file, those of the latest action that changed it."""
+    def latest_writers(self, *, include_self: bool = True) -> dict[str, StepRecord]:
+        """For each file changed so far, the record of the latest action that changed it (this action's
+        own changes left out with ``include_self=False``)."""
         latest: dict[str, StepRecord] = {}
-        for record in self.history:
+        for record in self.history if include_self else self.history[:-1]:
             for path in record.files_changed:
                 latest[path] = record
+        return latest
+
+    def standing_findings(self) -> tuple[Finding, ...]:
+        """The findings still true after this action: for each file, those of the latest action that changed it."""
+        latest = self.latest_writers()
         writers = {id(record): record for record in latest.values()}  # records hold dicts: not hashable
         return tuple(f for record in writers.values() for f in record.findings if latest.get(f.file) is record)
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 import re
 
 _THINK_RE = re.compile(r"<think>.*?(?:</think>|\Z)", re.S)
+_ANY_FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.S)
 _FENCE_RE = re.compile(r"```[ \t]*(?:python|py|python3)[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
 
 
 def strip_thinking(text: str) -> str:
     """Remove ``<think>…</think>`` spans (an unclosed ``<think>`` runs to the end of the text)."""
     return _THINK_RE.sub("", text)
+
+
+def prose_of(text: str) -> str:
+    """What a reply says in words: thinking removed and every fenced block (of any language) blanked out."""
+    return _ANY_FENCE_RE.sub(" ", strip_thinking(text))
 
 
 def extract_python_blocks(text: str) -> list[str]:

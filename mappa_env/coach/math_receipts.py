@@ -21,12 +21,11 @@ from __future__ import annotations
 import re
 
 from mappa_env.records import CoachRequest, StepRecord
-from mappa_env.text import strip_thinking
+from mappa_env.text import prose_of
 
 Judgement = tuple[float, str, str]
 
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
-_FENCED_RE = re.compile(r"```.*?(?:```|\Z)", re.S)
 
 
 def judge(req: CoachRequest) -> Judgement:
@@ -44,7 +43,7 @@ def proposed_answer(text: str) -> str | None:
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed
-    numbers = _NUMBER_RE.findall(_FENCED_RE.sub(" ", strip_thinking(text)))
+    numbers = _NUMBER_RE.findall(prose_of(text))
     return numbers[-1].rstrip(".") if numbers else None
 
 

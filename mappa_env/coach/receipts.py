@@ -34,11 +34,10 @@ from collections.abc import Iterable, Mapping
 
 from mappa_env.coach.base import CoachRequest, SyncCoach, Timing, Verdict
 from mappa_env.records import Finding, StepRecord
-from mappa_env.text import strip_thinking
+from mappa_env.text import prose_of
 
 _MISSING_FILE_RE = re.compile(r"(?:FileNotFoundError|No such file or directory)[^'\"]*['\"]([^'\"]+)['\"]")
 _EXC_RE = re.compile(r"^(\w+(?:Error|Exception|Exit|Interrupt))\b", re.M)
-_FENCED_RE = re.compile(r"```.*?(?:```|\Z)", re.S)
 _FILE_RE = re.compile(r"[\w./-]+\.(?:pkl|pickle|csv|json|txt|parquet|feather|joblib|npy|npz)\b")
 _SENTENCE_RE = re.compile(r"(?:[^.!?\n]|\.(?=\w))+")  # a full stop inside a file name does not end a sentence
 _CLAIM_RE = re.compile(r"\b(?:saved|wrote|written|created|stored|exported|generated|produced|dumped)\b", re.I)
@@ -179,7 +178,7 @@ class ReceiptsCoach(SyncCoach):
         missing = _missing_outputs(req)
         own_faults = [f.message for f in req.standing_findings() if f.file in role.produces] + [
             f"{path} comes from an action that hid an error ({error!r})"
-            for path, record in _latest_writers(req, include_self=True).items()
+            for path, record in req.latest_writers().items()
             if path in role.produces and (error := swallowed_error(record))
         ]
         if not missing and not own_faults:
@@ -260,7 +259,7 @@ def swallowed_error(step: StepRecord) -> str:
 
 
 def _sentences(action: str) -> list[str]:
-    prose = _FENCED_RE.sub(" ", strip_thinking(action))
+    prose = prose_of(action)
     return [s.strip() for s in _SENTENCE_RE.findall(prose) if s.strip()]
 
 
@@ -284,20 +283,11 @@ def _faulty_inputs(req: CoachRequest) -> str:
     findings = [f for f in req.standing_findings() if f.file not in own and req.owner_of(f.file) != req.role]
     hidden = [
         f"{path} comes from an action of {record.agent} that hid an error ({error!r})"
-        for path, record in _latest_writers(req).items()
+        for path, record in req.latest_writers(include_self=False).items()
         if path not in own and record.agent != req.role and (error := swallowed_error(record))
     ]
     parts = [f"{f.message} (the job of {req.owner_of(f.file)})" for f in findings] + hidden
     return "; ".join(parts)
-
-
-def _latest_writers(req: CoachRequest, *, include_self: bool = False) -> dict[str, StepRecord]:
-    """For each file changed so far, the record of the latest action that changed it."""
-    latest: dict[str, StepRecord] = {}
-    for record in req.history if include_self else req.history[:-1]:
-        for path in record.files_changed:
-            latest[path] = record
-    return latest
 
 
 def _upstream_blame(req: CoachRequest, files: list[str], what: str) -> str:

@@ -312,7 +312,9 @@ class PipelineEnv(AECEnv):
         record = request.step
         ends_episode = record.ends_stage and self._stage == len(self.possible_agents) - 1
         if ends_episode:
-            self._outcome = Outcome.from_info(self._grade(self.task, self._workspace, (*self.step_records(), record)))
+            # the action that ends the episode may have been graded already (it wrote the result): grade once
+            self._outcome = record.result or Outcome.from_info(self._grade(self.task, self._workspace,
+                                                                           (*self.step_records(), record)))
             request = replace(request, outcome=self._outcome)
         record = record.with_verdict(self._coach_online(request))
         self._records[agent].append(record)

@@ -56,6 +56,7 @@ MATH_ENV = ["tests/envs/test_mathchat_env.py::test_the_solver_and_verifier_code_
             "tests/envs/test_mathchat_env.py::test_the_rule_coach_scores_the_sound_team_high"]
 MATH_ANSWERS = ["tests/envs/test_math_answers.py"]
 SAMPLING = ["tests/test_sampling_metrics.py"]
+PREFILL = ["tests/policies/test_hf_policy.py", "tests/train/test_rollout.py::test_a_reply_prefix_the_environment_offers_is_prefilled_and_sent_with_the_reply"]
 DSBENCH_REWARD = ["tests/envs/test_dsbench_env.py::test_reward_modes_deliver_one_reward_per_action",
                   "tests/envs/test_dsbench_env.py::test_the_outcome_reward_follows_the_documented_scale"]
 PARSING = ["tests/coach/test_openai_coach.py::test_score_lines_are_read_strictly_where_the_rubric_puts_them",
@@ -262,6 +263,15 @@ MUTANTS = [
            "    return float(c >= k)", SAMPLING, "pass@k counted as \"at least k correct\", as the published code did"),
     Mutant("H5", "mappa_env/envs/pipeline.py", "                if role.sees_tool_output and ran:",
            "                if False and ran:", MATH_ENV, "the verifier never sees what the executor's code printed"),
+    Mutant("H6", "mappa_env/policies/chat.py", "        return prefix + self._tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)",
+           "        return self._tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)", PREFILL,
+           "the hf: team prefills the verifier's reply prefix but sends only what the model wrote after it"),
+    Mutant("H7", "mappa_train/rollout.py", "        self.env.step(prefix + generation.text)",
+           "        self.env.step(generation.text)", PREFILL,
+           "the trainer prefills the reply prefix but steps the environment without it (every box unclosed)"),
+    Mutant("H8", "mappa_train/policy.py", "        return list(ids) + (self.tokenizer.encode(reply_prefix, add_special_tokens=False) if reply_prefix else [])",
+           "        return list(ids)", PREFILL + ["tests/train/test_policy.py"],
+           "the trainer's prompt leaves the reply prefix out, so the model does not continue it"),
     Mutant("E1", "mappa_env/envs/pipeline.py", "                for r in records\n            ]",
            "                for r in records[::-1]\n            ]", REWARDS,
            "the env's step_rewards in reversed action order"),

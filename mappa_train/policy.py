@@ -186,8 +186,11 @@ class TeamModel:
             yield self._reference
 
     # ------------------------------------------------------------------ prompts
-    def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
+    def encode_prompt(self, messages: Sequence[dict[str, str]], reply_prefix: str = "") -> list[int]:
         """Chat-template token ids of ``messages`` plus the assistant opening, cut to ``max_prompt_tokens``.
+
+        ``reply_prefix`` (the environment's ``info["reply_prefix"]``) is appended after the cut: the reply
+        opens with it, and as part of the prompt its tokens are conditioned on, never trained.
 
         Too long a prompt keeps its first quarter (system prompt and task) and its last three quarters
         (the most recent turns), dropping the middle. A rule of tokens and of its own, not the
@@ -200,7 +203,7 @@ class TeamModel:
         if len(ids) > limit:
             head = limit // 4
             ids = ids[:head] + ids[len(ids) - (limit - head):]
-        return list(ids)
+        return list(ids) + (self.tokenizer.encode(reply_prefix, add_special_tokens=False) if reply_prefix else [])
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

@@ -82,21 +82,21 @@ class _Episode:
         self.env, self.number, self.spec = env, number, spec
         self.samples: list[ActionSample] = []
         self.final: dict[str, Mapping[str, Any]] = {}
-        self.request: tuple[str, list[dict[str, str]]] | None = None
+        self.request: tuple[str, list[dict[str, str]], str] | None = None  # agent, messages, reply prefix
 
     def start(self) -> _Episode:
         self.env.reset(seed=self.spec.seed, options={"task_id": self.spec.task_id})
         return self._advance()
 
     def act(self, generation: Generation) -> _Episode:
-        agent, _ = self.request
+        agent, _, prefix = self.request
         task = self.env.unwrapped.task
         self.samples.append(ActionSample(
             agent=agent, episode=self.number, task_id=task.id, task_type=task.task_type,
             action_index=sum(s.agent == agent for s in self.samples), generation=generation,
         ))
         self.request = None
-        self.env.step(generation.text)
+        self.env.step(prefix + generation.text)  # the prefix was prefilled: the reply is both
         return self._advance()
 
     def _advance(self) -> _Episode:
@@ -109,7 +109,7 @@ class _Episode:
                 self.final[agent] = info
                 env.step(None)
                 continue
-            self.request = (agent, list(info["messages"]))
+            self.request = (agent, list(info["messages"]), info.get("reply_prefix") or "")
             return self
         return self
 
@@ -206,7 +206,7 @@ def collect(
                     break  # start the next episodes before generating
             if not ready:
                 continue
-            requests = [(ep.request[0], team.encode_prompt(ep.request[1])) for ep in ready]
+            requests = [(ep.request[0], team.encode_prompt(ep.request[1], ep.request[2])) for ep in ready]
             begin = time.perf_counter()
             generations = team.generate(requests, temperature=temperature, top_p=top_p,
                                         seed=seeding.derive(seed, seeding.GENERATE_CALL, calls))

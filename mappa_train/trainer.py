@@ -262,7 +262,8 @@ def trajectory_text(episode: EpisodeResult, limit: int = 1500) -> str:
     lines = [f"**task** {episode.task_id} ({episode.task_type}); outcome: {json.dumps(dict(episode.outcome), default=str)[:300]}"]
     for sample in episode.samples:
         verdict = sample.step.get("verdict", {})
-        reply = sample.generation.text.strip().replace("\n", "  \n")
+        # the action as the environment took it: a prefilled reply prefix is in it, not in the generation
+        reply = str(sample.step.get("action", sample.generation.text)).strip().replace("\n", "  \n")
         lines.append(f"\n**{sample.agent} #{sample.action_index + 1}**: status {sample.step.get('status')}, "
                      f"reward {sample.reward}, coach {verdict.get('score')}: {str(verdict.get('rationale', ''))[:200]}\n\n"
                      f"{reply[:limit]}")

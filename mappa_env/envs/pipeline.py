@@ -73,6 +73,10 @@ class Role:
             last code printed), beside that agent's last message.
         turn_prompt: what its opening prompt ends with, the last thing a model reads before replying (a
             small model follows a format it has just been shown); None: the engine's rules of the turn.
+        reply_prefix: how the role's replies should open (``"The answer is \\boxed{"``), offered to policies
+            as ``infos[agent]["reply_prefix"]``. A policy that can prefill its model's reply starts it with
+            this text and the model writes the rest; its action is then the whole reply, prefix included.
+            A hint, not a rule: a reply that opens otherwise is taken as it is.
     """
 
     name: str
@@ -84,6 +88,7 @@ class Role:
     max_actions: int | None = None
     sees_tool_output: bool = False
     turn_prompt: str | None = None
+    reply_prefix: str = ""
 
 
 class PipelineEnv(AECEnv):
@@ -236,7 +241,7 @@ class PipelineEnv(AECEnv):
         self._messages: dict[str, list[dict[str, str]]] = {}
         self.agent_selection = self.agents[0]
         self._start_stage(self.agent_selection)
-        self.infos = {a: {"messages": self._messages_for(a)} for a in self.agents}
+        self.infos = {a: self._turn_info(a) for a in self.agents}
 
     @property
     def tasks(self) -> Sequence[Any]:
@@ -247,6 +252,10 @@ class PipelineEnv(AECEnv):
         return self._tasks
 
     # ------------------------------------------------------------------ observation
+    def _turn_info(self, agent: str, **extra: Any) -> dict[str, Any]:
+        """The info an agent reads before it acts: its chat messages and how its reply should open."""
+        return {"messages": self._messages_for(agent), "reply_prefix": self._roles[agent].reply_prefix, **extra}
+
     def observe(self, agent: str) -> dict[str, str]:
         return {"text": render_messages(self._messages_for(agent))}
 
@@ -330,7 +339,7 @@ class PipelineEnv(AECEnv):
             {"role": "assistant", "content": action},
             {"role": "user", "content": transcript.result_message(record, max_actions=self._max_actions(agent))},
         ]
-        self.infos[agent] = {"messages": self._messages[agent], "step": record.to_info()}
+        self.infos[agent] = self._turn_info(agent, step=record.to_info())
 
         if ends_episode:
             self._finish_episode()

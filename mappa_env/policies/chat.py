@@ -7,6 +7,8 @@
   itself never imports.
 
 Both send ``info["messages"]``, the same content as the text observation, and return the reply text.
+The local model prefills its reply with ``info["reply_prefix"]`` (returned as part of the reply); an
+endpoint cannot prefill through the chat completions API and leaves it out.
 An unreachable endpoint raises :class:`PolicyError` with what to check, rather than feeding the team an
 empty reply that would look like a model decision.
 """
@@ -89,13 +91,15 @@ class HFChatTeam:
     def act(self, agent: str, observation: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         import torch
 
-        inputs = self._tokenizer.apply_chat_template(
-            list(info["messages"]), add_generation_prompt=True, return_tensors="pt", return_dict=True
-        ).to(self._model.device)
+        prefix = info.get("reply_prefix") or ""
+        ids = self._tokenizer.apply_chat_template(list(info["messages"]), add_generation_prompt=True, tokenize=True,
+                                                  return_dict=True)["input_ids"]
+        ids = list(ids) + self._tokenizer.encode(prefix, add_special_tokens=False)  # the reply opens with it
+        input_ids = torch.tensor([ids], device=self._model.device)
         with torch.no_grad():
             out = self._model.generate(
-                **inputs, do_sample=True, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
+                temperature=self.temperature, max_new_tokens=self.max_new_tokens,
                 pad_token_id=self._tokenizer.eos_token_id,
             )
-        prompt_length = inputs["input_ids"].shape[1]
-        return self._tokenizer.decode(out[0, prompt_length:], skip_special_tokens=True)
+        return prefix + self._tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)

@@ -61,6 +61,19 @@ def test_the_verifier_sees_the_executors_last_message_and_output(env):
     assert "My code printed forty-two." in prompt and "forty-two" in prompt.split("last tool output", 1)[1]
 
 
+def test_only_the_verifier_is_offered_a_reply_prefix_and_no_prompt_shows_a_number_to_copy(env):
+    task = first_task(env)
+    env.reset(options={"task_id": task.id})
+    assert env.infos["problem_solver"]["reply_prefix"] == ""
+    env.step("\\boxed{1}")
+    assert env.infos["code_executor"]["reply_prefix"] == ""
+    env.step("I agree.")
+    assert env.infos["verifier"]["reply_prefix"] == "The answer is \\boxed{"
+    # the format lines carry no worked number (the 135M model copied one into its answer)
+    for role in env.unwrapped.roles:
+        assert not any(ch.isdigit() for ch in role.turn_prompt + role.reply_prefix), role.name
+
+
 def test_the_outcome_is_the_verifiers_last_boxed_answer_checked_by_rule(env):
     task = first_task(env)
     right = play(env, {"problem_solver": ["\\boxed{0}"], "code_executor": ["ok"],

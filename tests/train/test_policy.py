@@ -256,6 +256,15 @@ def test_long_prompts_keep_their_head_and_tail(lora_team):
     assert ids[: limit // 4] == full[: limit // 4] and ids[limit // 4:] == full[len(full) - (limit - limit // 4):]
 
 
+def test_a_reply_prefix_ends_the_prompt_even_when_the_prompt_is_cut(lora_team):
+    prefix = "The answer is \\boxed{"
+    prefix_ids = lora_team.tokenizer.encode(prefix, add_special_tokens=False)
+    assert lora_team.encode_prompt(MESSAGES, prefix) == lora_team.encode_prompt(MESSAGES) + prefix_ids
+    long_messages = [MESSAGES[0], {"role": "user", "content": " ".join(f"word{i}" for i in range(3000))}]
+    cut = lora_team.encode_prompt(long_messages, prefix)
+    assert cut[-len(prefix_ids):] == prefix_ids and cut[:-len(prefix_ids)] == lora_team.encode_prompt(long_messages)
+
+
 def test_a_model_that_is_not_there_is_explained(tmp_path):
     with pytest.raises(OSError, match="nothing is downloaded"):
         TeamModel(AGENTS, ModelConfig(path=str(tmp_path / "missing"), device="cpu"), PolicyConfig())

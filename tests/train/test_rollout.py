@@ -109,3 +109,39 @@ def test_each_generation_call_gets_its_own_seed_derived_from_the_rollouts():
     # one episode in flight: one call per action
     assert len(seeds[3]) == sum(sum(PLANS[s.task_id].values()) for s in SPECS[:2])
     assert not set(seeds[3]) & set(seeds[4])  # another rollout seed, other streams (seed * k + calls could meet)
+
+
+def test_a_reply_prefix_the_environment_offers_is_prefilled_and_sent_with_the_reply():
+    """mathchat-v0's verifier opens with ``The answer is \\boxed{``: the prompt ends with it, the model writes the rest."""
+    import mappa_env
+    from mappa_train.policy import Generation
+
+    env = mappa_env.make("mathchat-v0", split="heldout", coach="receipts")
+    task = env.unwrapped.tasks[0]
+    prefix = "The answer is \\boxed{"
+
+    class PrefillingTeam:
+        """Encodes a prompt as its last message's characters plus the prefix's, and completes the box."""
+
+        def encode_prompt(self, messages, reply_prefix=""):
+            return [ord(c) for c in messages[-1]["content"] + reply_prefix]
+
+        def generate(self, requests, *, temperature, top_p=1.0, seed=None):
+            out = []
+            for agent, prompt_ids in requests:
+                text = f"{task.answer}}}." if agent == "verifier" else "I checked it."
+                out.append(Generation(agent=agent, prompt_ids=list(prompt_ids), completion_ids=[1], sampling_logprobs=[-1.0],
+                                      truncated=False, text=text, from_policy=True))
+            return out
+
+    try:
+        [episode], _ = collect(PrefillingTeam(), [env], [EpisodeSpec(task.id, seed=0)], temperature=1.0)
+    finally:
+        env.close()
+    verifier = next(s for s in episode.samples if s.agent == "verifier")
+    assert "".join(map(chr, verifier.generation.prompt_ids)).endswith("Give the final answer in \\boxed{}." + prefix)
+    assert verifier.step["action"] == f"{prefix}{task.answer}}}."  # the environment took prefix and completion
+    assert episode.outcome["correct"] is True
+    others = [s for s in episode.samples if s.agent != "verifier"]
+    assert others and all(s.step["action"] == "I checked it." for s in others)  # no prefix where none is offered
+    assert all(not "".join(map(chr, s.generation.prompt_ids)).endswith(prefix) for s in others)

@@ -2,8 +2,11 @@
 
 Only the Code Executor runs code; the Problem Solver and the Verifier reply once, in words. Every prompt
 names the chain and says that the team succeeds only if the Verifier's final ``\\boxed{}`` answer is right.
-The prompts are short and each ends with a worked example of the reply it asks for (``turn_prompt``): the
-packaged 135M model echoed the longer first version back and never wrote ``\\boxed{}`` (docs/tasks.md).
+The prompts are short and each ends with the format of the reply it asks for (``turn_prompt``): the
+packaged 135M model echoed a longer first version back. The format carries no number: given a worked
+example (``\\boxed{5}``), the model copied its number in 16 of 16 verifier replies. The Verifier's reply
+opens with ``The answer is \\boxed{`` (``reply_prefix``) for policies that can prefill: without it the
+model boxed an answer in 1 of 8 replies, with it in all (docs/tasks.md).
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ PROBLEM_SOLVER = Role(
     instructions=_COMMON + " You are the Problem Solver: work out the answer in words (no code is run for you); "
     "the Code Executor checks it next.",
     runs_code=False,
-    turn_prompt="Solve it step by step and end with the answer in \\boxed{}, like this:\n"
-    "2 + 3 = 5, so the answer is \\boxed{5}.",
+    turn_prompt="Solve it step by step and end with the answer in \\boxed{}.",
 )
 
 CODE_EXECUTOR = Role(
@@ -30,8 +32,7 @@ CODE_EXECUTOR = Role(
     "runs and you see what it prints; you have 2 actions. Then reply without code, stating the printed result: "
     "the Verifier sees your last message and your last output.",
     max_actions=2,
-    turn_prompt="Write one ```python block that computes the answer and prints it, like this:\n"
-    "```python\nprint(2 + 3)\n```",
+    turn_prompt="Write one ```python block that computes the answer and prints it.",
 )
 
 VERIFIER = Role(
@@ -41,7 +42,8 @@ VERIFIER = Role(
     "the team's final answer (no code is run for you).",
     runs_code=False,
     sees_tool_output=True,
-    turn_prompt="Give the final answer in \\boxed{}, like this:\nThe answer is \\boxed{5}.",
+    turn_prompt="Give the final answer in \\boxed{}.",
+    reply_prefix="The answer is \\boxed{",
 )
 
 ROLES = (PROBLEM_SOLVER, CODE_EXECUTOR, VERIFIER)

@@ -2,7 +2,9 @@
 
 ``train(config)`` runs a whole training run and returns its output directory, which holds the
 TensorBoard event files, ``checkpoints/``, ``final/`` (each agent exported in Hugging Face format) and
-``report.md`` (the before/after table on the held-out split). Tag names are listed in docs/training.md.
+``report.md`` with ``curves.png`` (:mod:`mappa_train.report`: the before/after table on the held-out split,
+the run's facts and curves). Each step prints one line on screen (:meth:`~mappa_train.report.StepFigures.line`).
+Tag names are listed in docs/training.md.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import numpy as np
 import torch
 
 from mappa_train import checkpoint, seeding
-from mappa_env.records import ERROR_STATUSES, NO_CODE, outcome_succeeded
-from mappa_env.scorecard import Scorecard, scorecard_of
+from mappa_env.scorecard import scorecard_of
 
 from mappa_train.coach_watch import BiasWatch, UnscoredWatch, load_audit_set, probe_coach
 from mappa_train.config import TrainConfig, apply_threads
 from mappa_train.learner import GroupStats, Optimisation, update
 from mappa_train.policy import TeamModel, export, group_state_dict, load_group_state_dict
+from mappa_train.report import RunFacts, StepFigures, no_code_note, read_scalars, step_figures, write_report
 from mappa_train.rollout import ActionSample, EpisodeResult, EpisodeSpec, RolloutTimes, collect
 from mappa_train.sampler import TaskSampler
 
@@ -47,6 +49,7 @@ def train(config: TrainConfig) -> Path:
     from torch.utils.tensorboard import SummaryWriter
 
     config.validate()
+    began_run = time.monotonic()
     apply_threads(config)
     out = output_directory(config)
     seed_everything(config.run.seed)
@@ -69,7 +72,7 @@ def train(config: TrainConfig) -> Path:
         sampler = TaskSampler(tasks, stratify=config.rollout.stratify, seed=config.run.seed)
         optimisation = Optimisation(team, config.optim, total_updates=config.run.steps * config.algorithm.updates_per_step)
 
-        start_step, evaluations, coach_carried = 0, {}, {}
+        start_step, evaluations, coach_carried, wall_carried = 0, {}, {}, 0.0
         if config.run.resume:
             state = checkpoint.load_latest(out / "checkpoints")
             if state is not None:
@@ -79,6 +82,7 @@ def train(config: TrainConfig) -> Path:
                 sampler.load_state_dict(state["sampler"])
                 start_step, evaluations = state["step"], state.get("evaluations", {})
                 coach_carried = state.get("coach_counters", {})  # this process's coach counts start from 0
+                wall_carried = state.get("wall_s", 0.0)  # the earlier processes' wall-clock time
                 if "bias_monitor" in state:  # checkpoints written before the coach was watched have none
                     bias.load_state_dict(state["bias_monitor"])
                     unscored.load_state_dict(state["unscored"])
@@ -124,8 +128,9 @@ def train(config: TrainConfig) -> Path:
             bias_scalars = bias.scalars()
             if bias.audit_due(step + 1):
                 bias_scalars.update(bias.audit(coach, step + 1))
-            log_step(writer, step + 1, team, episodes, samples, group_stats, times, update_s,
-                     coach_counters(coach, coach_carried), bias_scalars)
+            figures = log_step(writer, step + 1, team, episodes, samples, group_stats, times, update_s,
+                               coach_counters(coach, coach_carried), bias_scalars)
+            progress.write(figures.line(config.run.steps))
             if config.run.sample_every and (step + 1) % config.run.sample_every == 0:
                 writer.add_text("sample/trajectory", trajectory_text(episodes[0]), step + 1)
 
@@ -142,6 +147,7 @@ def train(config: TrainConfig) -> Path:
                     "optimisation": optimisation.state_dict(), "sampler": sampler.state_dict(),
                     "evaluations": evaluations, "coach_counters": coach_counters(coach, coach_carried),  # evaluations' calls too
                     "bias_monitor": bias.state_dict(), "unscored": unscored.state_dict(), "config": config.to_dict(),
+                    "wall_s": wall_carried + time.monotonic() - began_run,
                 })
             writer.flush()
             progress.update(1)
@@ -149,9 +155,20 @@ def train(config: TrainConfig) -> Path:
                 break  # run.steps reached, or run.max_minutes spent
         progress.close()
         export(team, out / "final")
-        write_report(out, config, evaluations, steps=steps_done, scorecard=scorecard_of(envs[0]),
-                     coaching=[unscored.summary(), "", *bias.summary()])
-        writer.close()
+        writer.close()  # the report reads every step back from the event files
+        process_s = time.monotonic() - began_run
+        facts = RunFacts(steps=steps_done, wall_s=wall_carried + process_s, coach=getattr(coach, "name", type(coach).__name__),
+                         agents=tuple(team.agents), code_agents=code_running_agents(envs[0]), actions=unscored.actions,
+                         unscored=unscored.unscored, resumed_at=start_step, process_s=process_s)
+        # the per-step curves are read back from the event files rather than kept in memory: they hold every
+        # step logged, a resumed run's earlier ones too (the writer purged what a killed run logged after its
+        # last checkpoint), so the report shows the whole history and the checkpoints carry nothing more
+        scalars = read_scalars(out)
+        write_report(out, config, evaluations, facts=facts, scorecard=scorecard_of(envs[0]),
+                     coaching=[unscored.summary(), "", *bias.summary()], scalars=scalars)
+        no_code = no_code_note(scalars, facts.code_agents)
+        if no_code:
+            progress.write(f"warning: {no_code} See {out / 'report.md'}.", file=sys.stderr)
     finally:
         for env in envs:
             env.close()
@@ -179,6 +196,15 @@ def make_envs(config: TrainConfig, coach: Any, *, split: str, count: int, calibr
     return envs
 
 
+def code_running_agents(env: Any) -> tuple[str, ...]:
+    """The agents whose code runs: the roles ``env.unwrapped.roles`` declares with ``runs_code`` (every agent
+    of an environment that declares no roles)."""
+    roles = getattr(env.unwrapped, "roles", None)
+    if not roles:
+        return tuple(env.possible_agents)
+    return tuple(r.name for r in roles if getattr(r, "runs_code", True))
+
+
 def coach_counters(coach: Any, carried: Mapping[str, Any]) -> dict[str, Any]:
     """The coach's running totals over the whole run: this process's, plus those a resumed run carried over.
 
@@ -203,34 +229,21 @@ def seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------------- logging
 def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[EpisodeResult], samples: Sequence[ActionSample],
              group_stats: Mapping[str, GroupStats], times: RolloutTimes, update_s: float,
-             coach_totals: Mapping[str, Any], bias_scalars: Mapping[str, float]) -> None:
-    """Write one step's scalars under the tag names documented in docs/training.md.
+             coach_totals: Mapping[str, Any], bias_scalars: Mapping[str, float]) -> StepFigures:
+    """Write one step's scalars under the tag names documented in docs/training.md; returns the step's
+    figures (:func:`~mappa_train.report.step_figures`), which the screen line shows too.
 
     ``coach_totals`` are the coach's running totals over the run (:func:`coach_counters`), ``bias_scalars``
     the running bias monitor's ``coach/bias/...`` values (:class:`~mappa_train.coach_watch.BiasWatch`).
     """
-    for agent in team.agents:
-        mine = [s for s in samples if s.agent == agent]
-        if not mine:
-            continue
-        scored = [s for s in mine if s.reward is not None]
-        scores = [s.step.get("verdict", {}).get("score") for s in mine]
-        scores = [x for x in scores if x is not None]
-        with_code = [s for s in mine if s.step.get("status") != NO_CODE]
-        _scalar(writer, f"agent/{agent}/reward", np.mean([s.reward for s in scored]) if scored else None, step)
-        _scalar(writer, f"agent/{agent}/coach_score", np.mean(scores) if scores else None, step)
-        _scalar(writer, f"agent/{agent}/unscored_actions", len(mine) - len(scored), step)
-        _scalar(writer, f"agent/{agent}/response_tokens", np.mean([len(s.generation.completion_ids) for s in mine]), step)
-        _scalar(writer, f"agent/{agent}/code_share", len(with_code) / len(mine), step)
-        _scalar(writer, f"agent/{agent}/exec_error_rate",
-                np.mean([s.step.get("status") in ERROR_STATUSES for s in with_code]) if with_code else None, step)
-        _scalar(writer, f"agent/{agent}/truncated_share", np.mean([s.generation.truncated for s in mine]), step)
+    figures = step_figures(step, team.agents, episodes, samples)
+    for tag, value in figures.scalars().items():
+        _scalar(writer, tag, value, step)
+    for agent in figures.agents:  # the agents that acted
         stats = group_stats[team.group_of(agent)]
         for name in ("advantage", "policy_loss", "kl_to_reference", "approx_kl", "clip_fraction", "entropy",
                      "grad_norm", "learning_rate"):
             _scalar(writer, f"agent/{agent}/{name}", getattr(stats, name), step)
-    outcomes = [e.outcome for e in episodes]
-    _scalar(writer, "train/success_rate", np.mean([outcome_succeeded(o) for o in outcomes]), step)
     for task_type in sorted({s.task_type for s in samples}):  # what the update saw per task type (after any calibration)
         rewards = [s.reward for s in samples if s.task_type == task_type and s.reward is not None]
         _scalar(writer, f"train/reward/{task_type}", np.mean(rewards) if rewards else None, step)
@@ -247,6 +260,7 @@ def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[Episode
     _scalar(writer, "throughput/generated_tokens_per_s", tokens / times.generation_s if times.generation_s else None, step)
     trained = sum(stats.tokens for stats in group_stats.values())
     _scalar(writer, "throughput/update_tokens_per_s", trained / update_s if update_s else None, step)
+    return figures
 
 
 def _scalar(writer: Any, tag: str, value: Any, step: int) -> None:
@@ -270,7 +284,7 @@ def trajectory_text(episode: EpisodeResult, limit: int = 1500) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------- evaluation and report
+# ---------------------------------------------------------------------- evaluation
 def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any, *, step: int) -> dict[str, Any]:
     """Play the evaluation split (one episode per task, or ``eval.episodes``) at the evaluation temperature.
 
@@ -303,29 +317,6 @@ def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any,
     summary["unscored_actions"] = sum(s.reward is None for s in samples)  # said in the report
     summary["actions"] = len(samples)
     return {"step": step, "summary": summary}
-
-
-def write_report(out: Path, config: TrainConfig, evaluations: Mapping[str, Any], *, steps: int, scorecard: Scorecard,
-                 coaching: Sequence[str] = ()) -> Path:
-    """``report.md``: what was trained, the before/after table on the evaluation split, and how the coach did
-    (``coaching``: lines on unscored actions and the bias monitor)."""
-    rows = [(name, result["summary"]) for name, result in evaluations.items()]
-    unscored = [f"{name}: {result['summary']['unscored_actions']} of {result['summary']['actions']}"
-                for name, result in evaluations.items() if "actions" in result["summary"]]
-    text = [f"# Training report: {out.name}", "",
-            f"{steps} step{'' if steps == 1 else 's'} of {config.algorithm.estimator} on {config.env.id} ({config.env.split} split), "
-            f"{config.policy.topology} policies from {config.model.path}, coach {config.env.coach}, "
-            f"reward {config.env.reward_mode}"
-            + (f" (stopped by run.max_minutes = {config.run.max_minutes:g} before run.steps = {config.run.steps})."
-               if steps < config.run.steps else "."), "",
-            f"Held-out evaluation ({config.eval.split} split):", "",
-            scorecard.table(rows) if rows else "(no evaluation was configured)", "",
-            scorecard.direction_note() + (f" Unscored evaluation actions: {'; '.join(unscored)}." if unscored else ""), "",
-            "## Coach", "", *coaching, "",
-            "Curves: `tensorboard --logdir " + str(out) + "`. Agents exported to `final/`."]
-    path = out / "report.md"
-    path.write_text("\n".join(text) + "\n", encoding="utf-8")
-    return path
 
 
 def _yaml(data: Mapping[str, Any]) -> str:

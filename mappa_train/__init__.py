@@ -12,6 +12,6 @@ Environments given an instance leave it open; the trainer closes it at the end.
 
 Read top to bottom: :mod:`mappa_train.config` (settings), :mod:`mappa_train.policy` (models and
 topologies), :mod:`mappa_train.rollout` (experience), :mod:`mappa_train.algorithms` (advantages and
-losses), :mod:`mappa_train.learner` (the update), :mod:`mappa_train.trainer` (the loop). See
-docs/training.md.
+losses), :mod:`mappa_train.learner` (the update), :mod:`mappa_train.trainer` (the loop),
+:mod:`mappa_train.report` (report.md and its curves). See docs/training.md.
 """

@@ -10,6 +10,13 @@ The faulty teams each break one role and leave the others right:
 * ``math-executor-crash``: the executor's code raises; the solver was right, the verifier boxes its answer.
 * ``math-verifier-mismatch``: the verifier boxes something else than what the executor printed.
 * ``math-solver-wrong``: the solver proposes a wrong answer; the executor's code prints the right one.
+* ``math-executor-wrong``: the executor's code prints a wrong number (the solver was right); it reports
+  what it printed and the verifier boxes it.
+* ``math-executor-false-claim``: the executor's code prints the right answer, but its closing message
+  states another number; the verifier boxes what the code printed.
+* ``math-executor-no-code``: the executor replies without code; the verifier boxes the solver's answer.
+* ``math-solver-no-answer``: the solver commits to no answer; the executor prints the right one.
+* ``math-verifier-no-box``: the verifier agrees with the executor in words but boxes nothing.
 * ``math-silent``: every agent answers without an answer.
 """
 
@@ -24,6 +31,11 @@ MATH_FAULTS = {
     "math-executor-crash": "executor-crash",
     "math-verifier-mismatch": "verifier-mismatch",
     "math-solver-wrong": "solver-wrong",
+    "math-executor-wrong": "executor-wrong",
+    "math-executor-false-claim": "executor-false-claim",
+    "math-executor-no-code": "executor-no-code",
+    "math-solver-no-answer": "solver-no-answer",
+    "math-verifier-no-box": "verifier-no-box",
     "math-silent": "silent",
 }
 _PROBLEM_HEADER = "# Problem\n"
@@ -58,20 +70,31 @@ class MathScriptedTeam:
             return "I have nothing to add."
         answer = self._answer(observation["text"])
         if agent == "problem_solver":
+            if self.fault == "solver-no-answer":
+                return "I could not work this one out; the Code Executor should compute it."
             said = _wrong(answer) if self.fault == "solver-wrong" else answer
             return f"Working it through, the answer is \\boxed{{{said}}}."
         if agent == "code_executor":
             if num_previous_actions(info) == 0:
-                code = "print(1 / 0)" if self.fault == "executor-crash" else f"print({answer!r})"
+                if self.fault == "executor-no-code":
+                    return "The solver's reasoning looks right to me; no need to run anything."
+                code = {"executor-crash": "print(1 / 0)",
+                        "executor-wrong": f"print({_wrong(answer)!r})"}.get(self.fault, f"print({answer!r})")
                 return f"Let me check it in Python.\n\n```python\n{code}\n```"
             printed = _last_line(last_tool_output(info))
             if printed is None:
                 return "My code failed, so I could not check the answer."
+            if self.fault == "executor-false-claim":
+                return f"My code printed {_wrong(printed)}."
             return f"My code printed {printed}."
         if agent == "verifier":
             if self.fault == "executor-crash":
                 return f"The code failed, but the solver's reasoning holds: \\boxed{{{answer}}}"
+            if self.fault == "executor-no-code":
+                return f"No code was run, but the solver's reasoning holds: \\boxed{{{answer}}}"
             printed = _last_line(_section(observation["text"], "last tool output")) or answer
+            if self.fault == "verifier-no-box":
+                return f"The executor's code printed {printed}, and I agree with it."
             boxed = _wrong(printed) if self.fault == "verifier-mismatch" else printed
             return f"The executor's code printed {printed}. Final answer: \\boxed{{{boxed}}}"
         raise ValueError(f"{self.name}: mathchat-v0 has no role {agent!r}")

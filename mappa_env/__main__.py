@@ -1,4 +1,4 @@
-"""Command line: ``python -m mappa_env evaluate|coach|list|sandbox``."""
+"""Command line: ``python -m mappa_env evaluate|coach|coach-bench|list|sandbox``."""
 
 from __future__ import annotations
 
@@ -92,6 +92,33 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--cache-dir", default=None, help="response cache directory (default: <mappa cache>/coach)")
     co.add_argument("--output", type=Path, default=None, help="also write the rows as JSON here")
 
+    cb = sub.add_parser(
+        "coach-bench",
+        help="credit-assignment benchmark: does a coach blame the agent and the action that made a fault?",
+        description="Play a suite of planted faults whose culprit agent and culprit action are known (scripted "
+        "teams, each with one fault, plus the fault-free team as control, on fixed tasks), record the episodes "
+        "with their coach requests once, re-score them with a coach and print, per fault and overall: agent hit "
+        "(the culprit agent has the strictly lowest mean score), step hit (the culprit action has the strictly "
+        "lowest score of the episode; a tie is a miss), innocence (the share of agents downstream of the culprit "
+        "with no action below --threshold) and, for the controls, clean (no action below --threshold). The "
+        "recorded suite is kept in --episodes-file and re-used, so comparing coaches costs only coach calls. "
+        "See docs/coach.md.",
+    )
+    cb.add_argument("--env", default="dsbench-v0", help="the team's environment: dsbench-v0 (default) or mathchat-v0")
+    cb.add_argument("--coach", default="receipts", help=f"coach: {COACH_HELP} (default: receipts)")
+    cb.add_argument("--coach-kwargs", type=json_object, default={}, metavar="JSON",
+                    help="coach options as a JSON object, e.g. '{\"timing\": \"hindsight\"}' or "
+                    "'{\"base_url\": \"http://127.0.0.1:8000/v1\"}'")
+    cb.add_argument("--episodes-file", type=Path, default=None, metavar="PATH",
+                    help="the recorded suite: re-scored when it exists, else played and written there "
+                    "(default: results/coach-bench-<env>.json)")
+    cb.add_argument("--record", action="store_true", help="play the suite again and overwrite --episodes-file")
+    cb.add_argument("--sandbox", default=None, help="sandbox backend to play the suite in (default: the environment's)")
+    cb.add_argument("--threshold", type=float, default=None,
+                    help="a score below it flags an action: an innocent downstream agent or a control (default: 4)")
+    cb.add_argument("--out", type=Path, default=None, metavar="PATH", help="also write the figures as JSON here")
+    cb.add_argument("--no-progress", action="store_true", help="hide the progress bar while the suite is played")
+
     ls = sub.add_parser("list", help="list registered environments, or the tasks of a split")
     ls.add_argument("what", choices=["envs", "tasks"])
     ls.add_argument("--split", default="all", choices=SPLITS)
@@ -120,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return _evaluate(args)
     if args.command == "coach":
         return _coach(args)
+    if args.command == "coach-bench":
+        return _coach_bench(args)
     if args.command == "sandbox":
         return _build_image(args)
     return _list(args)
@@ -211,6 +240,38 @@ def _coach(args: argparse.Namespace) -> int:
         print(f"bias: {flag.message}")
     if args.output:
         write_results({"coach": args.coach, "rows": rows, "change": changes}, args.output)
+    return 0
+
+
+def _coach_bench(args: argparse.Namespace) -> int:
+    from mappa_env.coach import close_coach, make_coach
+    from mappa_env.coach.bench import (THRESHOLD, default_episodes_file, load_suite, play_suite, report_summary,
+                                       report_table, score_suite, suite_of)
+    from mappa_env.error import Error
+    from mappa_env.evaluation import write_results
+
+    path = args.episodes_file or default_episodes_file(args.env)
+    try:
+        suite_of(args.env)
+        coach = make_coach(args.coach, **args.coach_kwargs)  # before playing: a wrong name fails in a second
+        try:
+            if args.record or not path.exists():
+                print(f"playing the {args.env} suite (recorded once, then re-used from {path}) ...", file=sys.stderr)
+                write_results(play_suite(args.env, sandbox=args.sandbox, progress=not args.no_progress), path)
+            else:
+                print(f"re-scoring the suite recorded in {path} (--record plays it again)", file=sys.stderr)
+            threshold = THRESHOLD if args.threshold is None else args.threshold
+            report = score_suite(load_suite(path, args.env), coach, threshold=threshold)
+        finally:
+            close_coach(coach)
+    except (ValueError, OSError, ImportError, Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report_table(report))
+    print(f"\n{report_summary(report, args.env)}")
+    if args.out:
+        write_results({"env_id": args.env, **report}, args.out)
+        print(f"figures written to {args.out}")
     return 0
 
 

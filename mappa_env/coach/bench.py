@@ -217,9 +217,8 @@ def score_suite(episodes: Sequence[Mapping[str, Any]], coach: Any, *, threshold:
     :func:`summarise`), ``overall`` (``faults``: the fault episodes pooled; ``controls``) and ``episodes``
     (:func:`episode_figures` of each, with its case and task).
     """
-    view = [hindsight_view(e) for e in episodes] if getattr(coach, "timing", "online") == "hindsight" else episodes
     scores: dict[int, dict[tuple[str, int], float | None]] = {n: {} for n in range(len(episodes))}
-    for row in recoach(view, coach):
+    for row in recoach(episodes, coach):  # a hindsight coach gets the outcome and trajectory there
         scores[row["episode"]][(row["role"], row["action"] - 1)] = row["score"]
     figures = []
     for number, episode in enumerate(episodes):
@@ -231,14 +230,6 @@ def score_suite(episodes: Sequence[Mapping[str, Any]], coach: Any, *, threshold:
     report = summarise(figures)
     return {"coach": getattr(coach, "name", type(coach).__name__), "timing": getattr(coach, "timing", "online"),
             "threshold": threshold, **report, "episodes": figures}
-
-
-def hindsight_view(episode: Mapping[str, Any]) -> dict[str, Any]:
-    """The episode with each recorded request given the outcome and the whole trajectory, as a hindsight coach
-    is given them at the end of an episode (recorded requests hold only what was known when the action was made)."""
-    everything = list(range(len(episode["records"])))
-    requests = [{**r, "outcome": episode["outcome"], "trajectory": everything} for r in episode["coach_requests"]]
-    return {**episode, "coach_requests": requests}
 
 
 def episode_figures(scores: Mapping[tuple[str, int], float | None], agents: Sequence[str], *, culprit: str | None,

@@ -1,7 +1,8 @@
 """Coach recorded episodes again, offline: check a coach before paying for a training run.
 
 ``python -m mappa_env evaluate`` records every coach request in its results (``coach_requests``);
-:func:`recoach` sends them to another coach, concurrently (bounded by the coach's own in-flight
+:func:`recoach` sends them to another coach (a hindsight coach also gets each episode's outcome and whole
+trajectory, as it would at the end of the episode), concurrently (bounded by the coach's own in-flight
 limit), and returns one row per action with the recorded and the new verdict; :func:`change_summary`
 says how the scores moved on the same actions (a new prompt or coach against the recorded scores).
 """
@@ -52,6 +53,8 @@ def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[st
     validity; for other actions the episode's), so they feed :func:`mappa_env.coach.bias.monitor_from_records`
     as they are.
     """
+    if getattr(coach, "timing", "online") == "hindsight":
+        episodes = [hindsight_view(e) for e in episodes]
     items = []
     for number, episode in enumerate(episodes):
         for request in requests_from_json(episode["coach_requests"], episode["records"]):
@@ -95,6 +98,14 @@ def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[st
         }
         for (number, episode, request, old), verdict in zip(items, verdicts)
     ]
+
+
+def hindsight_view(episode: Mapping[str, Any]) -> dict[str, Any]:
+    """The episode with each recorded request given the outcome and the whole trajectory, as a hindsight coach
+    is given them at the end of an episode (recorded requests hold only what was known when the action was made)."""
+    everything = list(range(len(episode["records"])))
+    requests = [{**r, "outcome": episode["outcome"], "trajectory": everything} for r in episode["coach_requests"]]
+    return {**episode, "coach_requests": requests}
 
 
 def score_change(row: Mapping[str, Any]) -> float | None:

@@ -73,6 +73,30 @@ def test_recoaching_with_the_same_coach_reproduces_the_recorded_scores(recorded)
 
 
 @pytest.mark.slow
+def test_a_hindsight_coach_recoaches_with_each_episodes_outcome_and_trajectory(recorded):
+    class Looking(SyncCoach):
+        name, timing = "looking", "hindsight"
+
+        def __init__(self):
+            self.seen = []
+
+        def score(self, request):
+            self.seen.append((request.outcome, len(request.trajectory)))
+            return Verdict(5.0, "looked", self.name)
+
+    episodes = load_episodes(recorded)
+    looking = Looking()
+    recoach(episodes, looking)
+    assert len(looking.seen) == sum(len(e["records"]) for e in episodes)
+    assert all(outcome is not None and length > 0 for outcome, length in looking.seen)
+    # the receipts rules in hindsight blame the data engineer who never saved X_test.pkl (online: 6, it cannot know)
+    faulty = [n for n, e in enumerate(episodes) if any(r["agent"] == "analyst" and r["status"] != "ok" for r in e["records"])]
+    rows = [r for r in recoach(episodes, ReceiptsCoach(timing="hindsight")) if r["episode"] in faulty]
+    engineer = [r for r in rows if r["role"] == "data_engineer" and r["status"] == "ok"]
+    assert engineer and min(r["score"] for r in engineer) == 1 and min(r["recorded_score"] for r in engineer) > 1
+
+
+@pytest.mark.slow
 def test_bias_monitor_flags_a_planted_bias_and_not_the_unbiased_coach(recorded):
     episodes = load_episodes(recorded)
     assert flags(recoach(episodes, ReceiptsCoach()), episodes) == []

@@ -56,6 +56,7 @@ MATH_ENV = ["tests/envs/test_mathchat_env.py::test_the_solver_and_verifier_code_
             "tests/envs/test_mathchat_env.py::test_the_rule_coach_scores_the_sound_team_high"]
 MATH_ANSWERS = ["tests/envs/test_math_answers.py"]
 SAMPLING = ["tests/test_sampling_metrics.py"]
+RECOACH_HINDSIGHT = ["tests/coach/test_recoach_and_bias.py::test_a_hindsight_coach_recoaches_with_each_episodes_outcome_and_trajectory"]
 PREFILL = ["tests/policies/test_hf_policy.py", "tests/train/test_rollout.py::test_a_reply_prefix_the_environment_offers_is_prefilled_and_sent_with_the_reply"]
 DSBENCH_REWARD = ["tests/envs/test_dsbench_env.py::test_reward_modes_deliver_one_reward_per_action",
                   "tests/envs/test_dsbench_env.py::test_the_outcome_reward_follows_the_documented_scale"]
@@ -272,6 +273,9 @@ MUTANTS = [
     Mutant("H8", "mappa_train/policy.py", "        return list(ids) + (self.tokenizer.encode(reply_prefix, add_special_tokens=False) if reply_prefix else [])",
            "        return list(ids)", PREFILL + ["tests/train/test_policy.py"],
            "the trainer's prompt leaves the reply prefix out, so the model does not continue it"),
+    Mutant("H9", "mappa_env/coach/offline.py", "        episodes = [hindsight_view(e) for e in episodes]",
+           "        episodes = list(episodes)", RECOACH_HINDSIGHT,
+           "a hindsight coach re-scores recorded episodes without their outcome or trajectory (scores as if online)"),
     Mutant("E1", "mappa_env/envs/pipeline.py", "                for r in records\n            ]",
            "                for r in records[::-1]\n            ]", REWARDS,
            "the env's step_rewards in reversed action order"),

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mappa_env.policies import Policy, make_policy
+from mappa_env.policies import Policy, bind_to, make_policy
 from mappa_env.records import NO_CODE, RECORDS_FORMAT_VERSION, outcome_succeeded, requests_to_json, unscored_reason
 from mappa_env.scorecard import scorecard_of
 from mappa_env.registration import make
@@ -102,8 +102,7 @@ def evaluate(
     team = make_policy(policy, env_id=env_id)
     env = make(env_id, split=split, **dict(env_kwargs or {}))
     try:
-        if callable(getattr(team, "bind", None)):  # a reference team that reads the answers of the env's tasks
-            team.bind(env)
+        bind_to(team, env)
         tasks = [t.id for t in env.unwrapped.tasks]
         scorecard = scorecard_of(env)
         n = len(tasks) if episodes is None else episodes

@@ -167,7 +167,7 @@ def play_suite(env_id: str, *, sandbox: str | None = None, progress: bool = Fals
 
     from mappa_env.coach.receipts import ReceiptsCoach
     from mappa_env.evaluation import run_episode
-    from mappa_env.policies import make_policy
+    from mappa_env.policies import bind_to, make_policy
     from mappa_env.records import RECORDS_FORMAT_VERSION
     from mappa_env.registration import make
 
@@ -181,9 +181,7 @@ def play_suite(env_id: str, *, sandbox: str | None = None, progress: bool = Fals
         bar = tqdm(total=len(suite.cases) * len(suite.tasks), desc=f"{BENCH_NAME} {env_id}", unit="episode",
                    disable=not progress)
         for case in suite.cases:
-            team = make_policy(case.policy, env_id=env_id)
-            if callable(getattr(team, "bind", None)):  # a reference team that reads the answers of the env's tasks
-                team.bind(env)
+            team = bind_to(make_policy(case.policy, env_id=env_id), env)
             for task_id in suite.tasks:
                 episode = run_episode(env, team, seed=0, task_id=task_id, record_requests=True)
                 episodes.append({**episode, "team": case.policy, "case": case.name, "culprit": case.culprit,

@@ -10,7 +10,7 @@ from mappa_env.policies.math_scripted import MATH_FAULTS, MathScriptedTeam
 from mappa_env.policies.scripted import FAULTS, ScriptedTeam
 
 __all__ = ["POLICY_NAMES", "HFChatTeam", "MathScriptedTeam", "OpenAIChatTeam", "Policy", "PolicyError", "ScriptedTeam",
-           "make_policy"]
+           "bind_to", "make_policy"]
 
 POLICY_NAMES = ("scripted", *FAULTS, *MATH_FAULTS, "openai:<model>", "hf:<path-or-id>")
 
@@ -19,7 +19,7 @@ def make_policy(name: str | Policy, *, env_id: str = "dsbench-v0", **kwargs: Any
     """Build a team policy by name; a :class:`Policy` instance is returned unchanged.
 
     ``"scripted"`` is the reference team of ``env_id``'s team (``mathchat-v0``'s must then be bound to
-    the environment: ``team.bind(env)``, which :func:`mappa_env.evaluation.evaluate` does).
+    the environment: :func:`bind_to`, which :func:`mappa_env.evaluation.evaluate` does).
     """
     if not isinstance(name, str):
         return name
@@ -36,3 +36,11 @@ def make_policy(name: str | Policy, *, env_id: str = "dsbench-v0", **kwargs: Any
     if name.startswith("hf:") and len(name) > len("hf:"):
         return HFChatTeam(name.split(":", 1)[1], **kwargs)
     raise ValueError(f"unknown policy {name!r}; valid: {', '.join(POLICY_NAMES)}")
+
+
+def bind_to(team: Policy, env: Any) -> Policy:
+    """``team``, ready to play ``env``: a reference team that reads the answers of the environment's tasks
+    (one with a ``bind`` method, such as :class:`MathScriptedTeam`) learns them; any other is returned as it is."""
+    if callable(getattr(team, "bind", None)):
+        team.bind(env)
+    return team

@@ -99,7 +99,22 @@ EQUIVALENCE = [
     ("The limit does not exist", "the limit does not exist.", True),
     ("The limit does not exist", "0", False),
     ("Always greater than 20", "20", False),
+    # final answers: a fraction where the reference is no integer, scientific notation
+    ("1.5", "3/2", True),  # a fraction is final where the reference is not an integer
+    ("200000", "2 \\times 10^{5}", True),  # scientific notation is a number
+    ("-7", "-7", True),
 ]
+# the question, not an answer: sympy evaluates these to the reference, yet they are no final answer
+UNEVALUATED = [("156", "76 + 80"), ("-7", "91 - 98"), ("9", "7 - -2"), ("20", "4 \\times 5"), ("8", "2^3"),
+               ("3", "12/4"), ("3", "\\frac{12}{4}")]
+EQUIVALENCE += [(reference, answer, False) for reference, answer in UNEVALUATED]
+
+
+@pytest.mark.parametrize(("reference", "answer"), UNEVALUATED)
+def test_an_expression_left_unevaluated_is_wrong_and_says_so(reference, answer):
+    check = check_answer(reference, f"\\boxed{{{answer}}}")
+    assert check.valid and not check.correct
+    assert "unevaluated" in check.reason
 
 
 def test_the_table_is_big_enough():

@@ -11,6 +11,12 @@ Before parsing, both sides get small normalisations math-verify lacks: digit gro
 or ``\\,`` (``1 000``), scientific notation (``1e3``), a trailing period, a unicode minus, and trailing
 plain-word units (``42 legs``).
 
+An answer must be final: where the reference is a number, a boxed arithmetic expression (``76 + 80`` for
+156, ``2^3`` or ``12/4`` for an integer) is wrong, although sympy evaluates it to the same number.
+Otherwise boxing the question itself would pass, the first thing a policy trained on this checker
+learns (a sampled SmolLM2 verifier did it unprompted). A fraction stays a final answer for a
+non-integer reference (``3/4`` for 0.75), and so does scientific notation (``1e3``, ``2 \times 10^{5}``).
+
 Text answers: a reference made only of words (``"No"``, ``"The limit does not exist"``) is compared as
 text, case-, punctuation- and ``\\text{}``-insensitively; the exact phrase is needed.
 
@@ -120,10 +126,34 @@ def check_answer(reference: str, reply: str) -> AnswerCheck:
         correct = _normalize(reference) == _normalize(answer)
     else:
         correct = verify(gold, prediction, timeout_seconds=None)  # gold first: verify is not symmetric
+        if correct and _unevaluated(answer, gold):
+            return AnswerCheck(True, False, f"wrong: expected {_short(reference)}, got {_short(answer)}, an expression "
+                               "left unevaluated (box the number it comes to)", answer=answer, parsed=parsed)
     if correct:
         return AnswerCheck(True, True, "correct", answer=answer, parsed=parsed)
     return AnswerCheck(True, False, f"wrong: expected {_short(reference)}, got {_short(answer)}", answer=answer,
                        parsed=parsed)
+
+
+# --- final answers ----------------------------------------------------------------------------------
+
+# an operation between two operands: "76 + 80", "(3)(4)", "2^3", "4 \times 5", "7 - -2"
+_OPERATION_RE = re.compile(r"(?:[\d.)}])\s*(?:[-+*×·÷^]|\\times|\\cdot|\\div)\s*[-+({]*\s*\d|\)\s*\(")
+_DIVISION_RE = re.compile(r"\d\s*/\s*[-+(]*\d|\\[dt]?frac")
+_SCIENTIFIC_RE = re.compile(r"^-?\d+(?:\.\d+)?\s*(?:\\times|\\cdot|\*)\s*10\s*\^\s*\{?\s*[-+]?\d+\s*\}?$")
+
+
+def _unevaluated(answer: str, gold: list) -> bool:
+    """Whether ``answer`` is an arithmetic expression where the reference is a plain number."""
+    numbers = [g for g in gold if isinstance(g, sympy.Number)]
+    if not numbers:
+        return False  # a symbolic reference (2\sqrt{2}, an interval): any equivalent form is an answer
+    text = _normalize(answer)
+    if _SCIENTIFIC_RE.match(text):
+        return False
+    if _OPERATION_RE.search(text):
+        return True
+    return bool(numbers[0].is_integer) and bool(_DIVISION_RE.search(text))
 
 
 # --- normalisation -----------------------------------------------------------------------------------

@@ -308,3 +308,37 @@ def test_the_kl_to_the_reference_is_measured_against_the_frozen_base(team):
         expected = float(((policy - base) * mask).sum() / mask.sum())
     assert abs(expected) > 1e-3
     assert stats.kl_to_reference == pytest.approx(expected, rel=1e-3)
+
+
+def test_without_a_kl_penalty_the_reference_is_run_on_the_first_micro_batch_only(team):
+    """``kl_coef`` 0: the update is the same, the reference runs on one micro-batch, and ``kl_to_reference``
+    is the token mean of log π − log π_base over that micro-batch's actions."""
+    batch = uneven_batch(team, TWO_TASKS, LENGTHS)
+    noise = torch.Generator().manual_seed(1)
+    with adapter_put_back(team, "data_engineer") as parameters:
+        with torch.no_grad():
+            for parameter in parameters:
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=noise))
+        seen = []
+        with watching_logprob_calls(team, seen):
+            stats, gradient = run_update(team, batch, estimator="reinforce_pp", kl_coef=0.0, micro_batch_size=2,
+                                         recompute_old_logprobs=True)
+        _, full_gradient = run_update(team, batch, estimator="reinforce_pp", kl_coef=1e-12, micro_batch_size=2,
+                                      recompute_old_logprobs=True)
+        without_grad = [completions for grad, completions in seen if not grad]
+        # the old policy on both micro-batches, the reference on the first one only
+        assert len(without_grad) == 3
+        first = [tuple(s.generation.completion_ids) for s in batch[:2]]
+        assert without_grad.count(first) == 2
+        prompts = [s.generation.prompt_ids for s in batch[:2]]
+        completions = [s.generation.completion_ids for s in batch[:2]]
+        with torch.no_grad():
+            with team.acting("data_engineer") as model:
+                model.eval()
+                policy, mask = team.completion_logprobs(model, prompts, completions)
+            with team.reference() as reference:
+                base, _ = team.completion_logprobs(reference, prompts, completions)
+        expected = float(((policy - base) * mask).sum() / mask.sum())
+    assert abs(expected) > 1e-3
+    assert stats.kl_to_reference == pytest.approx(expected, rel=1e-3)
+    assert same_gradient(full_gradient, gradient, rel=1e-3)  # the reference changed no advantage

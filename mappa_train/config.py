@@ -194,8 +194,8 @@ class RunConfig:
 
     steps: int = option(2, "training steps")
     max_minutes: float = option(0.0, "stop after the step that reaches this many minutes of training (counted from this "
-                                     "start: --resume trains as long again), then evaluate and export as at the end "
-                                     "(0: no limit; the schedule still spans run.steps)")
+                                     "start, evaluations on the way not counted: --resume trains as long again), then "
+                                     "evaluate and export as at the end (0: no limit; the schedule still spans run.steps)")
     seed: int = option(0, "seed of everything random (task draws, sampling, initialisation)")
     name: str | None = option(None, "run name (default: derived from the config and the time)")
     output_dir: str | None = option(None, "TensorBoard logs, checkpoints, report.md (default: runs/<name>)")

@@ -124,6 +124,23 @@ def no_code_note(scalars: Scalars, code_agents: Sequence[str]) -> str | None:
             "code runs) ran code (code share 0 at every step).")
 
 
+#: where a user who saw nothing move is sent: a CPU run long enough for the packaged model to improve
+LONGER_RUN = ("`python -m mappa_train --config cpu-math` trains the same packaged model as the three agents of "
+              "mathchat-v0 long enough to move (about an hour on 2 CPU cores); what it showed is in docs/benchmarks.md")
+
+
+def unchanged_note(evaluations: Mapping[str, Any], scorecard: Scorecard, steps: int) -> str | None:
+    """The plain note when the last evaluation's summary metrics equal the first's (nothing moved), else None."""
+    ordered = sorted(evaluations.values(), key=lambda result: result["step"])
+    if len(ordered) < 2:
+        return None
+    first, last = ordered[0]["summary"], ordered[-1]["summary"]
+    if any(first.get(m.name) != last.get(m.name) for m in scorecard.summary_metrics):
+        return None
+    return (f"The held-out results did not change over {steps} training step{'' if steps == 1 else 's'}: too short a "
+            f"run to move the policies, or nothing they can learn yet on these tasks. {LONGER_RUN}.")
+
+
 # ---------------------------------------------------------------------- report.md
 @dataclass(frozen=True)
 class RunFacts:
@@ -179,6 +196,9 @@ def write_report(out: Path, config: Any, evaluations: Mapping[str, Any], *, fact
     note = no_code_note(scalars, facts.code_agents)
     if note:
         text += [f"**Warning: {note}**", ""]
+    unchanged = unchanged_note(evaluations, scorecard, steps)
+    if unchanged:
+        text += [f"**{unchanged}**", ""]
     text += [f"Held-out evaluation ({config.eval.split} split):", "",
              scorecard.table(rows) if rows else "(no evaluation was configured)", "",
              scorecard.direction_note() + (f" Unscored evaluation actions: {'; '.join(unscored)}." if unscored else ""), "",

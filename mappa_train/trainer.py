@@ -28,7 +28,8 @@ from mappa_train.coach_watch import BiasWatch, UnscoredWatch, load_audit_set, pr
 from mappa_train.config import TrainConfig, apply_threads
 from mappa_train.learner import GroupStats, Optimisation, update
 from mappa_train.policy import TeamModel, export, group_state_dict, load_group_state_dict
-from mappa_train.report import RunFacts, StepFigures, no_code_note, read_scalars, step_figures, write_report
+from mappa_train.report import (RunFacts, StepFigures, no_code_note, read_scalars, step_figures, unchanged_note,
+                                 write_report)
 from mappa_train.rollout import ActionSample, EpisodeResult, EpisodeSpec, RolloutTimes, collect
 from mappa_train.sampler import TaskSampler
 
@@ -138,7 +139,10 @@ def train(config: TrainConfig) -> Path:
             steps_done = step + 1
             last = step + 1 == config.run.steps or (deadline is not None and time.monotonic() >= deadline)
             if config.eval.every and (step + 1) % config.eval.every == 0 and not last:
+                began_evaluation = time.monotonic()
                 evaluations[f"step {step + 1}"] = evaluate_team(team, config, coach, writer, step=step + 1)
+                if deadline is not None:  # run.max_minutes counts training: an evaluation on the way is extra
+                    deadline += time.monotonic() - began_evaluation
             if last and config.eval.after:
                 evaluations["after"] = evaluate_team(team, config, coach, writer, step=step + 1)
             if last or (config.run.checkpoint_every and (step + 1) % config.run.checkpoint_every == 0):
@@ -149,6 +153,7 @@ def train(config: TrainConfig) -> Path:
                     "bias_monitor": bias.state_dict(), "unscored": unscored.state_dict(), "config": config.to_dict(),
                     "wall_s": wall_carried + time.monotonic() - began_run,
                 })
+                write_evaluations(out, evaluations)
             writer.flush()
             progress.update(1)
             if last:
@@ -169,6 +174,9 @@ def train(config: TrainConfig) -> Path:
         no_code = no_code_note(scalars, facts.code_agents)
         if no_code:
             progress.write(f"warning: {no_code} See {out / 'report.md'}.", file=sys.stderr)
+        unchanged = unchanged_note(evaluations, scorecard_of(envs[0]), steps_done)
+        if unchanged:
+            progress.write(unchanged, file=sys.stderr)
     finally:
         for env in envs:
             env.close()
@@ -316,7 +324,27 @@ def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any,
     samples = [s for e in episodes for s in e.samples]
     summary["unscored_actions"] = sum(s.reward is None for s in samples)  # said in the report
     summary["actions"] = len(samples)
-    return {"step": step, "summary": summary}
+    return {"step": step, "summary": summary, "episodes": [episode_record(e) for e in episodes]}
+
+
+def write_evaluations(out: Path, evaluations: Mapping[str, Any]) -> Path:
+    """``out/evaluations.json``: every evaluation so far, per episode, written whole or not at all."""
+    path = out / "evaluations.json"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(dict(evaluations), indent=1), encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+def episode_record(episode: EpisodeResult) -> dict[str, Any]:
+    """What an evaluation keeps of one episode: its task and seed, whether it was valid, and its metrics.
+
+    Kept per episode (in the checkpoint and ``evaluations.json``) so that two evaluations on the same
+    episodes can be compared pairwise, e.g. a confidence interval of the before/after difference.
+    """
+    metrics = episode.outcome.get("metrics") or {}
+    return {"task_id": episode.task_id, "seed": episode.seed, "valid": bool(episode.outcome.get("valid")),
+            "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}}
 
 
 def _yaml(data: Mapping[str, Any]) -> str:

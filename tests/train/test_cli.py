@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -210,3 +211,11 @@ def test_the_tiny_math_config_trains_the_math_team_with_the_same_trainer(tmp_pat
     for agent in ("problem_solver", "code_executor", "verifier"):
         assert (out / "final" / agent / "adapter_model.safetensors").is_file()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]
+    # every evaluation per episode, the same episodes before and after, so that they can be compared pairwise
+    evaluations = json.loads((out / "evaluations.json").read_text())
+    assert sorted(evaluations) == ["after", "before"] and evaluations["after"]["step"] == 2
+    before, after = evaluations["before"]["episodes"], evaluations["after"]["episodes"]
+    assert [(e["task_id"], e["seed"]) for e in before] == [(e["task_id"], e["seed"]) for e in after]
+    assert len(before) == 2 and all(e["task_id"].startswith("arith/") for e in before)
+    correct = sum(e["metrics"]["correct"] for e in after)
+    assert f"| after | 2 | {100 * correct / 2:.1f} |" in report  # the table's accuracy is the episodes' mean

@@ -97,6 +97,7 @@ def test_the_report_embeds_its_curves_and_says_the_real_coach_the_time_and_the_f
     assert "| code_executor | 0.20 → 0.30 | 2.0 → 3.0 | 0.00 → 0.25 |" in report
     assert "| before | 4 | 25.0 | 25.0 |" in report and "| after | 4 | 75.0 | 25.0 |" in report
     assert "No code ran" not in report  # the code executor ran code at step 2
+    assert "did not change" not in report  # the accuracy moved
     assert "The coach scored 34 of 36 training actions." in report
 
 
@@ -188,3 +189,16 @@ def test_a_tiny_run_prints_a_line_per_step_and_reports_its_curves_and_real_coach
     report = (out / "report.md").read_text()
     assert f"![curves]({CURVES})" in report and "coach receipts (`env.coach` auto)" in report
     assert "- Wall-clock time: " in report and "(step 1 → step 2" in report and "**Warning: No code ran" in report
+
+
+def test_a_run_whose_held_out_results_did_not_move_says_so_and_where_to_see_a_team_improve(tmp_path):
+    config = TrainConfig.from_dict({"env": {"id": "mathchat-v0", "coach": "receipts"}, "run": {"steps": 3}})
+    scalars = run_scalars({a: [0.2, 0.2, 0.2] for a in AGENTS}, {a: [0.5] * 3 for a in AGENTS})
+    write_report(tmp_path, config, evaluations(0.25, 0.5, 0.25), facts=facts(), scorecard=MATH_SCORECARD, scalars=scalars)
+    report = (tmp_path / "report.md").read_text()
+    assert "**The held-out results did not change over 3 training steps" in report
+    assert "--config cpu-math" in report and "docs/benchmarks.md" in report
+    # one evaluation only: nothing to compare, nothing said
+    write_report(tmp_path, config, {"after": evaluations(0.25)["before"]}, facts=facts(), scorecard=MATH_SCORECARD,
+                 scalars=scalars)
+    assert "did not change" not in (tmp_path / "report.md").read_text()

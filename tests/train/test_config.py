@@ -34,7 +34,12 @@ def test_the_shipped_cpu_config_is_the_embedded_default_and_all_shipped_configs_
     assert (tiny.model.path, tiny.env.coach, tiny.run.steps) == ("tiny-random", "receipts", 2)
     # MAPPA's schedule: 64 tasks x 30 passes / 16 tasks per step
     assert (gpu.rollout.tasks_per_step, gpu.rollout.samples_per_task, gpu.run.steps) == (16, 2, 120)
-    assert gpu.optim.lr == 1e-6 and gpu.optim.betas == [0.9, 0.95] and gpu.algorithm.kl_coef == 0.01
+    # LoRA adapters at MAPPA's full-fine-tuning rate (1e-6) would barely move: the file says why 2e-5
+    assert gpu.optim.lr == 2e-5 and gpu.optim.betas == [0.9, 0.95] and gpu.algorithm.kl_coef == 0.01
+    math = TrainConfig.from_yaml("cpu-math").validate()
+    assert (math.env.id, math.model.path, math.policy.topology, math.env.kwargs["suite_kwargs"]["levels"]) == \
+        ("mathchat-v0", "smollm2", "lora", [1])
+    assert math.run.max_minutes > 0 and math.eval.episodes == math.env.kwargs["suite_kwargs"]["heldout_per_level"]
 
 
 def test_command_line_overrides_win_over_the_file_and_are_typed():
@@ -64,7 +69,7 @@ def test_every_problem_is_reported_at_once_with_a_fix(tmp_path):
 
 
 def test_config_files_that_are_not_there_or_not_yaml_are_explained(tmp_path):
-    with pytest.raises(ConfigError, match="not found; shipped configs: cpu, mappa-gpu, tiny"):
+    with pytest.raises(ConfigError, match="not found; shipped configs: cpu, cpu-math, mappa-gpu, tiny"):
         TrainConfig.from_yaml("huge")
     broken = tmp_path / "broken.yaml"
     broken.write_text("model: [unclosed\n")

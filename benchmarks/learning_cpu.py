@@ -1,41 +1,96 @@
-"""Does the embedded default learn on a CPU? `process` against `outcome` reward, side by side.
+"""Does per-action coaching train a team on a CPU? `process` against `outcome` reward over seeds, beside a TRL peer.
 
-Two runs of ``python -m mappa_train`` (the embedded default: packaged SmolLM2-135M-Instruct, one LoRA
-adapter per agent, dsbench-v0's train split, coach ``auto``) start at the same time, one with
-``env.reward_mode=process`` and one with ``outcome``, each on ``--threads`` torch threads, each stopping
-after the step that reaches ``--minutes`` (``run.max_minutes``), then evaluating on the held-out split as
-the default does. The script reads both runs' TensorBoard logs and writes:
+For each reward mode (``--modes``) and seed (``--seeds``) one ``python -m mappa_train`` run: by default
+``--config cpu-math`` (the packaged SmolLM2-135M-Instruct as the three agents of mathchat-v0 on arith level 1,
+one LoRA adapter each); with ``--env dsbench-v0`` the embedded default on dsbench-v0. Every run trains for
+``--minutes`` (``run.max_minutes``: training time, evaluations not counted) on the same tasks, evaluates the
+held-out problems greedily before, every ``--eval-every`` steps and after, and differs from the other seeds in
+its sampling (``run.seed``). Runs go one after another on ``--threads`` torch threads each, so every run has
+the machine to itself. The peer (``benchmarks/trl_peer.py``: TRL's ``GRPOTrainer`` on the code executor alone,
+same model, LoRA, problems and budget) runs once per seed too, unless ``--no-peer``.
 
-* a PNG (``--plot``): the share of training episodes with a valid submission, and each agent's mean
-  coach score, per step, for both reward modes;
-* a Markdown table per step and both runs' ``report.md`` tables, printed.
+Resumable across sessions: a run whose ``report.md`` (peer: ``peer.json``) exists is done and skipped; a run
+stopped midway resumes from its last checkpoint for the training minutes it has left. ``--report-only`` reads
+what is there and says what is missing.
 
-Run: ``python benchmarks/learning_cpu.py [--minutes 55] [--out runs/learning_cpu] [--plot docs/learning_cpu.png]``.
-Extra trainer options go after ``--``, e.g. ``-- --run.steps 40``.
+Output: one PNG (``--plot``): held-out accuracy at each evaluation (mean and range over seeds, each seed
+faint), and per step the mean over seeds of each agent's reward, coach score, code share and response length,
+for both modes; and a Markdown table (printed, and written to ``--table``): per run and per mode (mean ± sd
+over seeds) the held-out accuracy before, halfway and after, and the paired after-minus-before difference
+with its 95 % interval (Newcombe's for paired proportions: the same episodes before and after).
+
+Run: ``python benchmarks/learning_cpu.py [--minutes 40] [--seeds 0 1 2] [--out runs/learning_cpu]``.
+Extra trainer options go after ``--``, e.g. ``-- --optim.lr 1e-4``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-MODES = ("process", "outcome")
-AGENTS = ("data_engineer", "modeler", "analyst")
+HERE = Path(__file__).resolve().parent
+#: per environment: the trainer's config, the team, the per-episode metric the table reports and its name
+SETUPS = {
+    "mathchat-v0": {"config": ["--config", "cpu-math"], "agents": ("problem_solver", "code_executor", "verifier"),
+                    "metric": "correct", "name": "held-out accuracy"},
+    "dsbench-v0": {"config": [], "agents": ("data_engineer", "modeler", "analyst"),
+                   "metric": "valid", "name": "held-out success rate"},
+}
+PER_STEP = ("reward", "coach_score", "code_share", "response_tokens")
 
 
-def launch(mode: str, out: Path, args: argparse.Namespace) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    command = [sys.executable, "-m", "mappa_train", "--output-dir", str(out / mode), "--env.reward_mode", mode,
-               "--run.steps", str(args.steps), "--run.max_minutes", str(args.minutes), "--run.progress", "false",
-               *args.trainer_args]
-    with open(out / f"{mode}.log", "w", encoding="utf-8") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+# ---------------------------------------------------------------------- running
+def trained_minutes(run: Path) -> float:
+    """Training minutes a run has logged so far: its steps' rollout and update time."""
+    if not run.is_dir():
+        return 0.0
+    tags = scalars(run)
+    seconds = sum(tags.get("time/rollout_wall_s", {}).values()) + sum(tags.get("time/update_s", {}).values())
+    return seconds / 60
 
 
+def run_team(mode: str, seed: int, run: Path, args: argparse.Namespace) -> None:
+    """Train one team run (or finish it), its log appended to ``run.log`` beside it."""
+    left = args.minutes - trained_minutes(run)
+    resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
+    if resume and left <= 0.05:
+        left = 0.05  # the budget is spent: one more step, then the final evaluation and the report
+    command = [sys.executable, "-m", "mappa_train", *SETUPS[args.env]["config"], "--output-dir", str(run),
+               "--env.reward_mode", mode, "--run.seed", str(seed), "--run.steps", str(args.steps),
+               "--run.max_minutes", f"{left:.3f}", "--run.threads", str(args.threads), "--run.progress", "false",
+               "--eval.every", str(args.eval_every), *(["--run.resume", "true"] if resume else []), *args.trainer_args]
+    print(f"{run.name}: {'resuming with' if resume else 'training for'} {left:.1f} min", flush=True)
+    launch(command, run.with_suffix(".log"), args.threads)
+
+
+def run_peer(seed: int, run: Path, args: argparse.Namespace) -> None:
+    command = [sys.executable, str(HERE / "trl_peer.py"), "--minutes", str(args.minutes), "--seed", str(seed),
+               "--out", str(run), "--threads", str(args.threads), "--heldout", str(args.heldout)]
+    print(f"{run.name}: training for {args.minutes:.1f} min", flush=True)
+    launch(command, run.with_suffix(".log"), args.threads)
+
+
+def launch(command: Sequence[str], log_path: Path, threads: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    if code != 0:
+        sys.exit(f"{' '.join(command)} failed (exit {code}): see {log_path}")
+
+
+# ---------------------------------------------------------------------- reading
 def scalars(run: Path) -> dict[str, dict[int, float]]:
     """Every scalar tag of a run's TensorBoard logs: ``{tag: {step: value}}``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -45,71 +100,214 @@ def scalars(run: Path) -> dict[str, dict[int, float]]:
     return {tag: {e.step: e.value for e in accumulator.Scalars(tag)} for tag in accumulator.Tags()["scalars"]}
 
 
-def plot(runs: dict[str, dict[str, dict[int, float]]], path: Path) -> None:
+def team_evaluations(run: Path, metric: str) -> list[tuple[int, dict[str, float]]]:
+    """``[(step, {episode key: metric})]`` of a finished team run, in step order."""
+    evaluations = json.loads((run / "evaluations.json").read_text(encoding="utf-8"))
+    out = []
+    for result in evaluations.values():
+        values = {f"{e['task_id']}#{e['seed']}": float(e["valid"] if metric == "valid" else e["metrics"].get(metric, 0.0))
+                  for e in result["episodes"]}
+        out.append((int(result["step"]), values))
+    return sorted(out, key=lambda r: r[0])
+
+
+def peer_evaluations(run: Path) -> list[tuple[int, dict[str, float]]]:
+    result = json.loads((run / "peer.json").read_text(encoding="utf-8"))
+    return sorted(((int(r["step"]), {e["task_id"]: float(e["correct"]) for e in r["episodes"]})
+                   for r in result["evaluations"].values()), key=lambda r: r[0])
+
+
+def paired_difference(before: Mapping[str, float], after: Mapping[str, float]) -> tuple[float, float, float]:
+    """After minus before on the same episodes (0/1 outcomes), with Newcombe's 95 % interval for paired proportions.
+
+    Newcombe (1998), method 10: Wilson intervals of both proportions combined through the correlation of
+    the pairs. Unlike the normal approximation it stays honest at small counts (no zero-width interval when
+    nothing changed on a few episodes).
+    """
+    keys = sorted(set(before) & set(after))
+    if not keys:
+        raise ValueError("the two evaluations share no episode")
+    n = len(keys)
+    a = sum(before[k] >= 0.5 and after[k] >= 0.5 for k in keys)
+    b = sum(before[k] >= 0.5 > after[k] for k in keys)
+    c = sum(after[k] >= 0.5 > before[k] for k in keys)
+    d = n - a - b - c
+    p1, p2 = (a + b) / n, (a + c) / n
+    (l1, u1), (l2, u2) = wilson(a + b, n), wilson(a + c, n)
+    product = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = (a * d - b * c) / math.sqrt(product) if product else 0.0
+    below = math.sqrt(max((p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2, 0.0))
+    above = math.sqrt(max((u2 - p2) ** 2 - 2 * phi * (u2 - p2) * (p1 - l1) + (p1 - l1) ** 2, 0.0))
+    return p2 - p1, p2 - p1 - below, p2 - p1 + above
+
+
+def wilson(successes: float, n: int) -> tuple[float, float]:
+    """95 % Wilson interval of a proportion."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z, p = 1.96, successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+# ---------------------------------------------------------------------- reporting
+def run_row(name: str, evaluations: list[tuple[int, dict[str, float]]], minutes: float, steps: int) -> dict[str, Any]:
+    first, last = evaluations[0][1], evaluations[-1][1]
+    middle = evaluations[len(evaluations) // 2][1] if len(evaluations) > 2 else None
+    difference = paired_difference(first, last)
+    return {"name": name, "steps": steps, "minutes": minutes, "n": len(last), "before": _mean(first),
+            "halfway": _mean(middle) if middle else None, "after": _mean(last), "difference": difference}
+
+
+def _mean(values: Mapping[str, float]) -> float:
+    return sum(values.values()) / len(values)
+
+
+def markdown(rows: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]], metric_name: str) -> str:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    lines = [f"| run | steps | training min | episodes | {metric_name} before (%) | halfway (%) | after (%) | "
+             "after - before, points [95 % CI] |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        mean, low, high = row["difference"]
+        lo, hi = wilson(row["after"] * row["n"], row["n"])
+        lines.append(f"| {row['name']} | {row['steps']} | {row['minutes']:.1f} | {row['n']} | {pct(row['before'])} | "
+                     f"{pct(row['halfway'])} | {pct(row['after'])} [{pct(lo)}, {pct(hi)}] | "
+                     f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] |")
+    lines += ["", f"| arm | seeds | {metric_name} before (%) | after (%), mean ± sd | after - before (points), mean ± sd |",
+              "|---|---:|---:|---:|---:|"]
+    for arm, members in groups.items():
+        afters = [100 * r["after"] for r in members]
+        differences = [100 * r["difference"][0] for r in members]
+        lines.append(f"| {arm} | {len(members)} | {statistics.mean(100 * r['before'] for r in members):.1f} | "
+                     f"{statistics.mean(afters):.1f} ± {_sd(afters):.1f} | "
+                     f"{statistics.mean(differences):+.1f} ± {_sd(differences):.1f} |")
+    return "\n".join(lines)
+
+
+def _sd(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def plot(team_runs: dict[str, list[tuple[dict, list]]], peer_runs: list[list], agents: Sequence[str], path: Path,
+         metric_name: str) -> None:
+    """Held-out metric per evaluation and the per-step curves, mean over seeds with their range."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    styles = {"process": "-", "outcome": "--"}
-    for mode, tags in runs.items():
-        success = tags.get("train/success_rate", {})
-        left.plot(sorted(success), [success[s] for s in sorted(success)], styles[mode], marker="o", label=mode)
-        for agent in AGENTS:
-            scores = tags.get(f"agent/{agent}/coach_score", {})
-            right.plot(sorted(scores), [scores[s] for s in sorted(scores)], styles[mode], marker=".", label=f"{agent} ({mode})")
-    left.set(title="training episodes with a valid submission", xlabel="step", ylabel="share", ylim=(-0.05, 1.05))
-    right.set(title="mean coach score per agent", xlabel="step", ylabel="score (0-10)", ylim=(-0.3, 10.3))
-    left.legend()
-    right.legend(fontsize=7, ncol=2)
+    figure, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    colours = {"process": "tab:blue", "outcome": "tab:orange", "peer": "tab:green"}
+    held = axes[0][0]
+    for arm, runs in [*team_runs.items(), ("peer", [({}, ev) for ev in peer_runs])]:
+        series = [[(step, 100 * _mean(values)) for step, values in evaluations] for _, evaluations in runs]
+        for points in series:
+            held.plot(*zip(*points), color=colours[arm], alpha=0.3, marker=".")
+        if series:
+            width = min(len(s) for s in series)
+            mean = [(statistics.mean(s[i][0] for s in series), statistics.mean(s[i][1] for s in series)) for i in range(width)]
+            held.plot(*zip(*mean), color=colours[arm], marker="o", label=f"{arm} (mean of {len(series)})")
+    held.set(title=f"{metric_name} (greedy)", xlabel="training step", ylabel="%")
+    held.legend(fontsize=8)
+    panels = [(axes[0][1], "reward", "reward per action"), (axes[0][2], "coach_score", "coach score (0-10)"),
+              (axes[1][0], "code_share", "actions with code (share)"), (axes[1][1], "response_tokens", "response tokens")]
+    styles = dict(zip(agents, ("-", "--", ":")))
+    for axis, name, title in panels:
+        for arm, runs in team_runs.items():
+            for agent in agents:
+                curves = [tags.get(f"agent/{agent}/{name}", {}) for tags, _ in runs]
+                steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+                if not steps:
+                    continue
+                mean = [statistics.mean(c[s] for c in curves) for s in steps]
+                axis.plot(steps, mean, styles[agent], color=colours[arm], label=f"{agent} ({arm})")
+                if len(curves) > 1:
+                    axis.fill_between(steps, [min(c[s] for c in curves) for s in steps],
+                                      [max(c[s] for c in curves) for s in steps], color=colours[arm], alpha=0.08)
+        axis.set(title=title, xlabel="training step")
+    axes[0][1].legend(fontsize=7, ncol=2)
+    success = axes[1][2]
+    for arm, runs in team_runs.items():
+        curves = [tags.get("train/success_rate", {}) for tags, _ in runs]
+        steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        if steps:
+            success.plot(steps, [statistics.mean(c[s] for c in curves) for s in steps], color=colours[arm], label=arm)
+    success.set(title="training episodes solved (share, sampled)", xlabel="training step")
+    success.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-
-
-def table(runs: dict[str, dict[str, dict[int, float]]]) -> str:
-    steps = sorted({s for tags in runs.values() for s in tags.get("train/success_rate", {})})
-    header = "| step | " + " | ".join(f"{mode}: success, coach DE/M/A, reward DE/M/A" for mode in runs) + " |"
-    lines = [header, "|---:|" + "---|" * len(runs)]
-
-    def cell(tags, step):
-        def value(tag, digits):
-            v = tags.get(tag, {}).get(step)
-            return "-" if v is None else f"{v:.{digits}f}"
-        coach = "/".join(value(f"agent/{a}/coach_score", 1) for a in AGENTS)
-        reward = "/".join(value(f"agent/{a}/reward", 2) for a in AGENTS)
-        return f"{value('train/success_rate', 2)}, {coach}, {reward}"
-
-    for step in steps:
-        lines.append(f"| {step} | " + " | ".join(cell(tags, step) for tags in runs.values()) + " |")
-    return "\n".join(lines)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=55.0, help="training minutes per run (both run at once)")
-    parser.add_argument("--steps", type=int, default=40, help="run.steps: the schedule's length (the time limit stops earlier)")
-    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="torch threads per run")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", choices=sorted(SETUPS), default="mathchat-v0")
+    parser.add_argument("--modes", nargs="+", choices=["process", "outcome"], default=["process", "outcome"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--minutes", type=float, default=40.0, help="training minutes per run (evaluations not counted)")
+    parser.add_argument("--steps", type=int, default=200, help="run.steps: the schedule's length (the budget stops earlier)")
+    parser.add_argument("--eval-every", type=int, default=8, help="evaluate held-out every this many steps")
+    parser.add_argument("--heldout", type=int, default=64, help="held-out problems the peer evaluates (the team: eval.episodes)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="torch threads of each run")
+    parser.add_argument("--no-peer", action="store_true", help="leave out the TRL peer (dsbench-v0 has none)")
     parser.add_argument("--out", type=Path, default=Path("runs/learning_cpu"))
     parser.add_argument("--plot", type=Path, default=Path("docs/learning_cpu.png"))
-    parser.add_argument("--report-only", action="store_true", help="only read existing runs in --out")
+    parser.add_argument("--table", type=Path, default=None, help="also write the Markdown table here")
+    parser.add_argument("--report-only", action="store_true", help="only read the runs already in --out")
     parser.add_argument("trainer_args", nargs="*", help="extra `python -m mappa_train` options (after --)")
     args = parser.parse_args()
-
-    args.out.mkdir(parents=True, exist_ok=True)
+    setup = SETUPS[args.env]
+    peer = not args.no_peer and args.env == "mathchat-v0"
+    out = args.out / args.env
     began = time.monotonic()
+
     if not args.report_only:
-        processes = {mode: launch(mode, args.out, args) for mode in MODES}
-        failed = [mode for mode, process in processes.items() if process.wait() != 0]
-        if failed:
-            sys.exit(f"the {', '.join(failed)} run failed: see {args.out}/<mode>.log")
-    runs = {mode: scalars(args.out / mode) for mode in MODES}
-    plot(runs, args.plot)
-    print(f"both runs: {(time.monotonic() - began) / 60:.1f} min wall, {args.threads} torch threads each; plot {args.plot}\n")
-    print(table(runs))
-    for mode in MODES:
-        report = (args.out / mode / "report.md").read_text(encoding="utf-8")
-        print(f"\n## {mode}\n\n{report}")
+        for seed in args.seeds:  # seed-major: an interrupted benchmark has every arm of its first seeds
+            for mode in args.modes:
+                run = out / f"{mode}-seed{seed}"
+                if not (run / "report.md").is_file():
+                    run_team(mode, seed, run, args)
+            if peer and not (out / f"peer-seed{seed}" / "peer.json").is_file():
+                run_peer(seed, out / f"peer-seed{seed}", args)
+
+    rows, groups, team_runs, peer_runs, missing = [], {}, {}, [], []
+    for mode in args.modes:
+        for seed in args.seeds:
+            run = out / f"{mode}-seed{seed}"
+            if not (run / "report.md").is_file():
+                missing.append(run.name)
+                continue
+            tags, evaluations = scalars(run), team_evaluations(run, setup["metric"])
+            steps = max(tags.get("train/success_rate", {0: 0}))
+            row = run_row(run.name, evaluations, trained_minutes(run), steps)
+            rows.append(row)
+            groups.setdefault(mode, []).append(row)
+            team_runs.setdefault(mode, []).append((tags, evaluations))
+    if peer:
+        for seed in args.seeds:
+            run = out / f"peer-seed{seed}"
+            if not (run / "peer.json").is_file():
+                missing.append(run.name)
+                continue
+            result = json.loads((run / "peer.json").read_text(encoding="utf-8"))
+            evaluations = peer_evaluations(run)
+            row = run_row(run.name, evaluations, result["minutes_trained"], result["steps"])
+            rows.append(row)
+            groups.setdefault("TRL peer (code executor alone)", []).append(row)
+            peer_runs.append(evaluations)
+    if not rows:
+        sys.exit(f"no finished run in {out}; missing: {', '.join(missing)}")
+    plot(team_runs, peer_runs, setup["agents"], args.plot, setup["name"])
+    table = markdown(rows, groups, setup["name"])
+    print(f"\n{args.env}: {len(rows)} runs read from {out} ({(time.monotonic() - began) / 60:.1f} min this call); "
+          f"plot {args.plot}" + (f"; not finished yet: {', '.join(missing)}" if missing else "") + "\n")
+    print(table)
+    if args.table:
+        args.table.parent.mkdir(parents=True, exist_ok=True)
+        args.table.write_text(table + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

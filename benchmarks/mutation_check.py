@@ -57,6 +57,10 @@ MATH_ENV = ["tests/envs/test_mathchat_env.py::test_the_solver_and_verifier_code_
 MATH_ANSWERS = ["tests/envs/test_math_answers.py"]
 SAMPLING = ["tests/test_sampling_metrics.py"]
 RECOACH_HINDSIGHT = ["tests/coach/test_recoach_and_bias.py::test_a_hindsight_coach_recoaches_with_each_episodes_outcome_and_trajectory"]
+FINAL_ANSWERS = ["tests/envs/test_math_answers.py"]
+REFERENCE_ROWS = ["tests/train/test_learner.py::test_without_a_kl_penalty_the_reference_is_run_on_the_first_micro_batch_only"]
+EVAL_EPISODES = ["tests/train/test_cli.py::test_the_tiny_math_config_trains_the_math_team_with_the_same_trainer"]
+UNCHANGED = ["tests/train/test_report.py::test_a_run_whose_held_out_results_did_not_move_says_so_and_where_to_see_a_team_improve"]
 PREFILL = ["tests/policies/test_hf_policy.py", "tests/train/test_rollout.py::test_a_reply_prefix_the_environment_offers_is_prefilled_and_sent_with_the_reply"]
 DSBENCH_REWARD = ["tests/envs/test_dsbench_env.py::test_reward_modes_deliver_one_reward_per_action",
                   "tests/envs/test_dsbench_env.py::test_the_outcome_reward_follows_the_documented_scale"]
@@ -276,6 +280,25 @@ MUTANTS = [
     Mutant("H9", "mappa_env/coach/offline.py", "        episodes = [hindsight_view(e) for e in episodes]",
            "        episodes = list(episodes)", RECOACH_HINDSIGHT,
            "a hindsight coach re-scores recorded episodes without their outcome or trajectory (scores as if online)"),
+    Mutant("H10", "mappa_env/envs/mathchat/answers.py", "        if correct and _unevaluated(answer, gold):",
+           "        if False and _unevaluated(answer, gold):", FINAL_ANSWERS,
+           "a boxed arithmetic expression ('76 + 80') counts as the final answer"),
+    Mutant("H11", "mappa_env/envs/mathchat/answers.py", "    return bool(numbers[0].is_integer) and bool(_DIVISION_RE.search(text))",
+           "    return False", FINAL_ANSWERS, "an unevaluated division ('12/4') counts as an integer answer"),
+    Mutant("X1", "mappa_train/learner.py",
+           "    reference_rows = len(usable) if config.kl_coef else min(len(usable), config.micro_batch_size)",
+           "    reference_rows = len(usable)", REFERENCE_ROWS,
+           "without a KL penalty the reference still runs over the whole batch"),
+    Mutant("X2", "mappa_train/learner.py",
+           "    stats.kl_to_reference = masked_mean((old - ref)[:reference_rows], mask[:reference_rows]).item()",
+           "    stats.kl_to_reference = masked_mean(old - ref, mask).item()", REFERENCE_ROWS,
+           "kl_to_reference is averaged over rows whose reference was never computed (diluted towards 0)"),
+    Mutant("X3", "mappa_train/trainer.py",
+           "            \"metrics\": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}}",
+           "            \"metrics\": {k: float(v) for k, v in metrics.items() if isinstance(v, int) and not isinstance(v, bool)}}",
+           EVAL_EPISODES, "an evaluation keeps no float metric per episode (0.0/1.0 accuracies vanish)"),
+    Mutant("X4", "mappa_train/report.py", "    if any(first.get(m.name) != last.get(m.name) for m in scorecard.summary_metrics):",
+           "    if True:", UNCHANGED, "a run whose held-out results did not move does not say so"),
     Mutant("E1", "mappa_env/envs/pipeline.py", "                for r in records\n            ]",
            "                for r in records[::-1]\n            ]", REWARDS,
            "the env's step_rewards in reversed action order"),

@@ -150,7 +150,8 @@ def train_peer(*, minutes: float, seed: int, out: Path, levels: Sequence[int] = 
                     history.append({"step": state.global_step, "reward": logs["reward"], "minutes": trained_s[0] / 60})
 
         config = GRPOConfig(
-            output_dir=str(out / "trl"), use_cpu=True, bf16=False, fp16=False, per_device_train_batch_size=8,
+            output_dir=str(out / "trl"), use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+            per_device_train_batch_size=8,
             gradient_accumulation_steps=2, num_generations=8, max_completion_length=max_new_tokens, temperature=1.0,
             top_k=0, beta=0.0, learning_rate=2e-4, lr_scheduler_type="constant", max_steps=100_000, logging_steps=1,
             save_strategy="no", report_to=[], disable_tqdm=True, seed=seed, dataloader_num_workers=0,

@@ -288,6 +288,19 @@ def test_several_updates_per_step_use_every_action_once(team):
     assert stats.actions == 4
 
 
+def token_mean_kl_to_base(team, batch, agent="data_engineer"):
+    """log π − log π_base over ``batch``'s completion tokens, averaged per token, computed here."""
+    prompts = [s.generation.prompt_ids for s in batch]
+    completions = [s.generation.completion_ids for s in batch]
+    with torch.no_grad():
+        with team.acting(agent) as model:
+            model.eval()
+            policy, mask = team.completion_logprobs(model, prompts, completions)
+        with team.reference() as reference:
+            base, _ = team.completion_logprobs(reference, prompts, completions)
+    return float(((policy - base) * mask).sum() / mask.sum())
+
+
 def test_the_kl_to_the_reference_is_measured_against_the_frozen_base(team):
     """Once an adapter has moved, ``kl_to_reference`` is the token mean of log π − log π_base, computed here."""
     batch = uneven_batch(team, TWO_TASKS, LENGTHS)
@@ -297,15 +310,7 @@ def test_the_kl_to_the_reference_is_measured_against_the_frozen_base(team):
             for parameter in parameters:  # LoRA's B starts at 0: the adapter now differs from the base
                 parameter.add_(0.05 * torch.randn(parameter.shape, generator=noise))
         stats, _ = run_update(team, batch, estimator="grpo", recompute_old_logprobs=True)
-        prompts = [s.generation.prompt_ids for s in batch]
-        completions = [s.generation.completion_ids for s in batch]
-        with torch.no_grad():
-            with team.acting("data_engineer") as model:
-                model.eval()
-                policy, mask = team.completion_logprobs(model, prompts, completions)
-            with team.reference() as reference:
-                base, _ = team.completion_logprobs(reference, prompts, completions)
-        expected = float(((policy - base) * mask).sum() / mask.sum())
+        expected = token_mean_kl_to_base(team, batch)
     assert abs(expected) > 1e-3
     assert stats.kl_to_reference == pytest.approx(expected, rel=1e-3)
 
@@ -330,15 +335,7 @@ def test_without_a_kl_penalty_the_reference_is_run_on_the_first_micro_batch_only
         assert len(without_grad) == 3
         first = [tuple(s.generation.completion_ids) for s in batch[:2]]
         assert without_grad.count(first) == 2
-        prompts = [s.generation.prompt_ids for s in batch[:2]]
-        completions = [s.generation.completion_ids for s in batch[:2]]
-        with torch.no_grad():
-            with team.acting("data_engineer") as model:
-                model.eval()
-                policy, mask = team.completion_logprobs(model, prompts, completions)
-            with team.reference() as reference:
-                base, _ = team.completion_logprobs(reference, prompts, completions)
-        expected = float(((policy - base) * mask).sum() / mask.sum())
+        expected = token_mean_kl_to_base(team, batch[:2])
     assert abs(expected) > 1e-3
     assert stats.kl_to_reference == pytest.approx(expected, rel=1e-3)
     assert same_gradient(full_gradient, gradient, rel=1e-3)  # the reference changed no advantage

@@ -49,18 +49,15 @@ PER_STEP = ("reward", "coach_score", "code_share", "response_tokens")
 
 
 # ---------------------------------------------------------------------- running
-def trained_minutes(run: Path) -> float:
-    """Training minutes a run has logged so far: its steps' rollout and update time."""
-    if not run.is_dir():
-        return 0.0
-    tags = scalars(run)
+def trained_minutes(tags: Mapping[str, Mapping[int, float]]) -> float:
+    """Training minutes a run has logged so far (``tags``: its :func:`scalars`): its steps' rollout and update time."""
     seconds = sum(tags.get("time/rollout_wall_s", {}).values()) + sum(tags.get("time/update_s", {}).values())
     return seconds / 60
 
 
 def run_team(mode: str, seed: int, run: Path, args: argparse.Namespace) -> None:
     """Train one team run (or finish it), its log appended to ``run.log`` beside it."""
-    left = args.minutes - trained_minutes(run)
+    left = args.minutes - (trained_minutes(scalars(run)) if run.is_dir() else 0.0)
     resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
     if resume and left <= 0.05:
         left = 0.05  # the budget is spent: one more step, then the final evaluation and the report
@@ -92,12 +89,10 @@ def launch(command: Sequence[str], log_path: Path, threads: int) -> None:
 
 # ---------------------------------------------------------------------- reading
 def scalars(run: Path) -> dict[str, dict[int, float]]:
-    """Every scalar tag of a run's TensorBoard logs: ``{tag: {step: value}}``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """Every scalar tag of a run's TensorBoard logs (as the report reads them): ``{tag: {step: value}}``."""
+    from mappa_train.report import read_scalars
 
-    accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    return {tag: {e.step: e.value for e in accumulator.Scalars(tag)} for tag in accumulator.Tags()["scalars"]}
+    return {tag: dict(points) for tag, points in read_scalars(run).items()}
 
 
 def team_evaluations(run: Path, metric: str) -> list[tuple[int, dict[str, float]]]:
@@ -282,7 +277,7 @@ def main() -> None:
                 continue
             tags, evaluations = scalars(run), team_evaluations(run, setup["metric"])
             steps = max(tags.get("train/success_rate", {0: 0}))
-            row = run_row(run.name, evaluations, trained_minutes(run), steps)
+            row = run_row(run.name, evaluations, trained_minutes(tags), steps)
             rows.append(row)
             groups.setdefault(mode, []).append(row)
             team_runs.setdefault(mode, []).append((tags, evaluations))

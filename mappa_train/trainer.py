@@ -169,12 +169,13 @@ def train(config: TrainConfig) -> Path:
         # step logged, a resumed run's earlier ones too (the writer purged what a killed run logged after its
         # last checkpoint), so the report shows the whole history and the checkpoints carry nothing more
         scalars = read_scalars(out)
-        write_report(out, config, evaluations, facts=facts, scorecard=scorecard_of(envs[0]),
+        scorecard = scorecard_of(envs[0])
+        write_report(out, config, evaluations, facts=facts, scorecard=scorecard,
                      coaching=[unscored.summary(), "", *bias.summary()], scalars=scalars)
         no_code = no_code_note(scalars, facts.code_agents)
         if no_code:
             progress.write(f"warning: {no_code} See {out / 'report.md'}.", file=sys.stderr)
-        unchanged = unchanged_note(evaluations, scorecard_of(envs[0]), steps_done)
+        unchanged = unchanged_note(evaluations, scorecard, steps_done)
         if unchanged:
             progress.write(unchanged, file=sys.stderr)
     finally:

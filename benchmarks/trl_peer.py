@@ -49,15 +49,14 @@ class CodeRunner:
 
     def grade(self, reply: str, reference: str) -> tuple[bool, bool]:
         """(the code ran, its last printed line is the right answer)."""
-        from mappa_env.coach.math_receipts import same_answer
+        from mappa_env.coach.math_receipts import last_printed_line, same_answer
         from mappa_env.text import extract_python_blocks
 
         code = "\n\n".join(extract_python_blocks(reply))
         if not code:
             return False, False
         result = self.sandbox.run(code)
-        lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
-        return result.ok, bool(result.ok and lines and same_answer(reference, lines[-1]))
+        return result.ok, result.ok and same_answer(reference, last_printed_line(result.stdout))
 
     def close(self) -> None:
         self.sandbox.close()

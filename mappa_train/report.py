@@ -168,13 +168,27 @@ class RunFacts:
     process_s: float | None = None
 
 
+def run_warnings(evaluations: Mapping[str, Any], scorecard: Scorecard, scalars: Scalars, facts: RunFacts) -> list[str]:
+    """What a user must not miss about a run, one sentence each, for the report and the screen alike: no role
+    that can run code ever ran code (:func:`no_code_note`), the held-out results did not move (:func:`unchanged_note`)."""
+    warnings = []
+    no_code = no_code_note(scalars, facts.code_agents)
+    if no_code:
+        warnings.append(f"Warning: {no_code}")
+    unchanged = unchanged_note(evaluations, scorecard, facts.steps)
+    if unchanged:
+        warnings.append(unchanged)
+    return warnings
+
+
 def write_report(out: Path, config: Any, evaluations: Mapping[str, Any], *, facts: RunFacts, scorecard: Scorecard,
-                 coaching: Sequence[str] = (), scalars: Scalars | None = None) -> Path:
+                 coaching: Sequence[str] = (), scalars: Scalars | None = None,
+                 warnings: Sequence[str] | None = None) -> Path:
     """``report.md`` (and ``curves.png`` beside it) in ``out``: what was trained, the facts of the run, the
     before/after table on the evaluation split, the first and last step per agent, and how the coach did
     (``coaching``: lines on unscored actions and the bias monitor). ``scalars``: the run's logged scalars
-    (default: read from the event files in ``out``). ``config`` is the run's
-    :class:`~mappa_train.config.TrainConfig`."""
+    (default: read from the event files in ``out``); ``warnings``: the run's :func:`run_warnings`, shown in bold
+    (default: computed here). ``config`` is the run's :class:`~mappa_train.config.TrainConfig`."""
     scalars = read_scalars(out) if scalars is None else scalars
     picture = plot_curves(out / CURVES, scorecard, evaluations, scalars, facts.agents)
     rows = [(name, result["summary"]) for name, result in evaluations.items()]
@@ -193,12 +207,8 @@ def write_report(out: Path, config: Any, evaluations: Mapping[str, Any], *, fact
                if facts.resumed_at and facts.process_s is not None else "."),
             f"- Coach that scored: {coach}.",
             f"- Unscored training actions: {facts.unscored} of {facts.actions}.", ""]
-    note = no_code_note(scalars, facts.code_agents)
-    if note:
-        text += [f"**Warning: {note}**", ""]
-    unchanged = unchanged_note(evaluations, scorecard, steps)
-    if unchanged:
-        text += [f"**{unchanged}**", ""]
+    for warning in run_warnings(evaluations, scorecard, scalars, facts) if warnings is None else warnings:
+        text += [f"**{warning}**", ""]
     text += [f"Held-out evaluation ({config.eval.split} split):", "",
              scorecard.table(rows) if rows else "(no evaluation was configured)", "",
              scorecard.direction_note() + (f" Unscored evaluation actions: {'; '.join(unscored)}." if unscored else ""), "",

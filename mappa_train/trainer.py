@@ -28,8 +28,7 @@ from mappa_train.coach_watch import BiasWatch, UnscoredWatch, load_audit_set, pr
 from mappa_train.config import TrainConfig, apply_threads
 from mappa_train.learner import GroupStats, Optimisation, update
 from mappa_train.policy import TeamModel, export, group_state_dict, load_group_state_dict
-from mappa_train.report import (RunFacts, StepFigures, no_code_note, read_scalars, step_figures, unchanged_note,
-                                 write_report)
+from mappa_train.report import RunFacts, StepFigures, read_scalars, run_warnings, step_figures, write_report
 from mappa_train.rollout import ActionSample, EpisodeResult, EpisodeSpec, RolloutTimes, collect
 from mappa_train.sampler import TaskSampler
 
@@ -170,14 +169,11 @@ def train(config: TrainConfig) -> Path:
         # last checkpoint), so the report shows the whole history and the checkpoints carry nothing more
         scalars = read_scalars(out)
         scorecard = scorecard_of(envs[0])
+        warnings = run_warnings(evaluations, scorecard, scalars, facts)
         write_report(out, config, evaluations, facts=facts, scorecard=scorecard,
-                     coaching=[unscored.summary(), "", *bias.summary()], scalars=scalars)
-        no_code = no_code_note(scalars, facts.code_agents)
-        if no_code:
-            progress.write(f"warning: {no_code} See {out / 'report.md'}.", file=sys.stderr)
-        unchanged = unchanged_note(evaluations, scorecard, steps_done)
-        if unchanged:
-            progress.write(unchanged, file=sys.stderr)
+                     coaching=[unscored.summary(), "", *bias.summary()], scalars=scalars, warnings=warnings)
+        for warning in warnings:
+            progress.write(f"{warning} (see {out / 'report.md'})", file=sys.stderr)
     finally:
         for env in envs:
             env.close()
@@ -306,7 +302,8 @@ def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any,
         task_ids = [t.id for t in envs[0].unwrapped.tasks]
         scorecard = scorecard_of(envs[0])
         count = config.eval.episodes or len(task_ids)
-        envs += make_envs(config, coach, split=config.eval.split, count=min(count, config.rollout.envs_in_flight) - 1)
+        in_flight = config.eval.envs_in_flight or config.rollout.envs_in_flight
+        envs += make_envs(config, coach, split=config.eval.split, count=min(count, in_flight) - 1)
         # no step in these seeds: every evaluation plays the same episodes, so they differ by the model only
         specs = [EpisodeSpec(task_ids[i % len(task_ids)], seed=seeding.derive(config.run.seed, seeding.EVAL_EPISODE, i))
                  for i in range(count)]

@@ -184,7 +184,7 @@ def test_a_tiny_run_prints_a_line_per_step_and_reports_its_curves_and_real_coach
     lines = [line for line in captured.out.splitlines() if line.startswith("step ")]
     assert [line.split("  ")[0] for line in lines] == ["step 1/2", "step 2/2"]
     assert all(" writer r=" in line and " checker r=" in line and "code=0.00" in line for line in lines)
-    assert "warning: No code ran: in 2 training steps" in captured.err  # the toy agents write no code
+    assert "Warning: No code ran: in 2 training steps" in captured.err  # the toy agents write no code
     assert_a_real_png(out / CURVES)
     report = (out / "report.md").read_text()
     assert f"![curves]({CURVES})" in report and "coach receipts (`env.coach` auto)" in report

@@ -103,10 +103,14 @@ EQUIVALENCE = [
     ("1.5", "3/2", True),  # a fraction is final where the reference is not an integer
     ("200000", "2 \\times 10^{5}", True),  # scientific notation is a number
     ("-7", "-7", True),
+    # an equation states the answer on its last side: that side is what must be a final number
+    ("11", "6 + 5 = 11", True),
+    ("11", "x = 11", True),
+    ("11", "6 + 5 = 12", False),
 ]
 # the question, not an answer: sympy evaluates these to the reference, yet they are no final answer
 UNEVALUATED = [("156", "76 + 80"), ("-7", "91 - 98"), ("9", "7 - -2"), ("20", "4 \\times 5"), ("8", "2^3"),
-               ("3", "12/4"), ("3", "\\frac{12}{4}")]
+               ("3", "12/4"), ("3", "\\frac{12}{4}"), ("156", "x = 76 + 80")]
 EQUIVALENCE += [(reference, answer, False) for reference, answer in UNEVALUATED]
 
 

@@ -144,11 +144,12 @@ _SCIENTIFIC_RE = re.compile(r"^-?\d+(?:\.\d+)?\s*(?:\\times|\\cdot|\*)\s*10\s*\^
 
 
 def _unevaluated(answer: str, gold: list) -> bool:
-    """Whether ``answer`` is an arithmetic expression where the reference is a plain number."""
+    """Whether ``answer`` is an arithmetic expression where the reference is a plain number. In an equation
+    (``6 + 5 = 11``, ``x = 76 + 80``) its last side is the answer it states, so that side is the one judged."""
     numbers = [g for g in gold if isinstance(g, sympy.Number)]
     if not numbers:
         return False  # a symbolic reference (2\sqrt{2}, an interval): any equivalent form is an answer
-    text = _normalize(answer)
+    text = _normalize(answer.rsplit("=", 1)[-1])
     if _SCIENTIFIC_RE.match(text):
         return False
     if _OPERATION_RE.search(text):

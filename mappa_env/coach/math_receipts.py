@@ -8,7 +8,7 @@ From the evidence only, per role (``verdict["rule"]`` names the rule):
   result that agrees with the solver 8, that disagrees 6 (it may have caught the solver's mistake: the
   verifier decides); in hindsight 9 when the printed result is right, 3 when it is wrong. Its closing
   message: states what its code printed, like the printed result; claims a value its code never printed 1;
-  never ran code at all 2; states no value 5.
+  never ran code at all 1 (below a crash: not attempting its job is worse); states no value 5.
 * Verifier (its action carries the graded answer): no parsable ``\\boxed{}`` answer 1; right 9; wrong but
   what the executor printed 4 (the executor's fault); wrong and not what the executor printed while the
   executor was right 1; wrong otherwise 2.
@@ -49,7 +49,13 @@ def proposed_answer(text: str) -> str | None:
 
 def printed_result(record: StepRecord) -> str | None:
     """The last line an action's code printed, or None when it printed nothing."""
-    lines = [line.strip() for line in record.stdout.splitlines() if line.strip()]
+    return last_printed_line(record.stdout)
+
+
+def last_printed_line(stdout: str) -> str | None:
+    """The last non-blank line of what code printed (stripped), or None when it printed nothing: the result it
+    puts forward."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
     return lines[-1] if lines else None
 
 
@@ -117,7 +123,7 @@ def _printed_verdict(req: CoachRequest, printed: str, reference: str | None, *, 
 def _executor_closing(req: CoachRequest) -> Judgement:
     printed = _last_printed(req.earlier)
     if not any(r.status != "no_code" for r in req.earlier):
-        return 2.0, "never checked the answer with code", "no_check"
+        return 1.0, "never checked the answer with code", "no_check"
     claimed = proposed_answer(req.step.action)
     if claimed is None:
         return 5.0, "closed without stating the result", "no_statement"

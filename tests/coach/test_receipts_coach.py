@@ -153,3 +153,28 @@ def test_a_diagnosis_counts_only_when_the_file_it_blames_is_really_missing():
     assert coach.score(codeless("modeler", text, missing)).details["rule"] == "diagnosis"
     wrong = coach.score(codeless("modeler", text, {**INPUTS, **DE_OUT}))  # X_test.pkl is there: not a diagnosis
     assert wrong.score == 1 and wrong.details["rule"] == "missing_outputs"
+
+
+def executor_request(status, *, stdout="", earlier=()):
+    """A mathchat code executor's action (online: no reference known yet) after a solver who said 12."""
+    solver = StepRecord(agent="problem_solver", action_index=0, action="7 + 5 = \\boxed{12}")
+    step = StepRecord(agent="code_executor", action_index=len(earlier), action="...", status=status, stdout=stdout,
+                      code="" if status == "no_code" else "print(7 + 5)", error="E: boom" if status == "error" else "")
+    return CoachRequest(env_id="mathchat-v0", task_id="arith/x", task_type="arith", step=step, role_instructions="",
+                        team=(), task_description="7 + 5 =", observation="", upstream=(solver,), earlier=earlier)
+
+
+def test_a_code_executor_that_never_runs_code_scores_below_one_whose_code_crashed():
+    # r3 of the CPU math recipe (docs/training.md): with both at 2, the sampled executor learned to stop
+    # writing code (code share 0.73 -> 0.20 in 11 steps); attempting its job must beat not attempting it
+    from mappa_env.coach.math_receipts import judge
+
+    crashed = executor_request("error")
+    scored = {name: judge(req)[::2] for name, req in {
+        "agrees": executor_request("ok", stdout="12\n"), "disagrees": executor_request("ok", stdout="13\n"),
+        "no_result": executor_request("ok"), "crashed": crashed,
+        "closing after a crash, no value": executor_request("no_code", earlier=(crashed.step,)),
+        "never ran code": executor_request("no_code")}.items()}
+    assert scored == {"agrees": (8.0, "agrees"), "disagrees": (6.0, "disagrees"), "no_result": (3.0, "no_result"),
+                      "crashed": (2.0, "own_error"), "closing after a crash, no value": (5.0, "no_statement"),
+                      "never ran code": (1.0, "no_check")}

@@ -186,6 +186,8 @@ class EvalConfig:
     every: int = option(0, "evaluate every N steps (0: only before and after training)")
     before: bool = option(True, "evaluate before the first step")
     after: bool = option(True, "evaluate after the last step")
+    envs_in_flight: int = option(0, "episodes evaluated concurrently, so batched together in generation (0: "
+                                    "rollout.envs_in_flight); larger batches make greedy evaluation faster on a CPU")
 
 
 @dataclass
@@ -320,7 +322,8 @@ class TrainConfig:
         need(0 <= o.warmup_ratio < 1 and 0 <= o.min_lr_ratio <= 1 and o.max_grad_norm >= 0,
              "optim.warmup_ratio must be in [0, 1), min_lr_ratio in [0, 1], max_grad_norm >= 0")
         need(ev.episodes is None or ev.episodes >= 1, "eval.episodes must be >= 1 (or null for one per task)")
-        need(ev.every >= 0, "eval.every must be >= 0")
+        need(ev.every >= 0 and ev.envs_in_flight >= 0, "eval.every and eval.envs_in_flight must be >= 0 "
+             "(eval.envs_in_flight 0: as rollout.envs_in_flight)")
         need(run.steps >= 1 and run.max_minutes >= 0, "run.steps must be >= 1 and run.max_minutes >= 0")
         need(run.checkpoint_every >= 0 and run.sample_every >= 0, "run.checkpoint_every and run.sample_every must be >= 0")
         need(run.threads >= 0, f"run.threads must be >= 0 (0: torch's default), got {run.threads}")

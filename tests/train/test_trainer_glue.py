@@ -69,3 +69,17 @@ def test_evaluation_samples_at_the_evaluation_temperature_one_episode_per_task()
     assert team.temperatures and set(team.temperatures) == {0.3}
     assert result["step"] == 4 and result["summary"]["n_episodes"] == 2  # ledger/a and ledger/b
     assert writer.scalars["eval/train/success_rate"] == [(4, 1.0)]
+
+
+@pytest.mark.parametrize("eval_in_flight, widest_batch", [(0, 1), (4, 4)])
+def test_evaluation_batches_as_many_episodes_as_eval_envs_in_flight_says(eval_in_flight, widest_batch):
+    ledger_env.register()
+    config = TrainConfig.from_dict({
+        "env": {"id": ledger_env.ENV_ID, "coach": "receipts"}, "eval": {"split": "train", "episodes": 4,
+                                                                         "envs_in_flight": eval_in_flight},
+        "rollout": {"envs_in_flight": 1}, "run": {"progress": False},  # 0: evaluation runs as many as training
+    }).validate()
+    team = Team()
+    result = evaluate_team(team, config, None, Writer(), step=0)
+    assert max(team.calls) == widest_batch and result["summary"]["n_episodes"] == 4
+    assert sum(team.calls) == sum(sum(plan.values()) for plan in ledger_env.PLANS.values()) * 2  # every action once

@@ -165,8 +165,8 @@ def executor_request(status, *, stdout="", earlier=()):
 
 
 def test_a_code_executor_that_never_runs_code_scores_below_one_whose_code_crashed():
-    # r3 of the CPU math recipe (docs/training.md): with both at 2, the sampled executor learned to stop
-    # writing code (code share 0.73 -> 0.20 in 11 steps); attempting its job must beat not attempting it
+    # with both at 2 (r3 of the CPU math recipe, docs/training.md) nothing rewarded attempting code, and the
+    # sampled executor's code share wandered from 0.73 down to 0.20 (step 11); attempting its job must pay
     from mappa_env.coach.math_receipts import judge
 
     crashed = executor_request("error")

@@ -130,15 +130,20 @@ def main(argv: list[str] | None = None) -> int:
         "build-image",
         help="build the image of the docker sandbox backend",
         description="Build the image that sandbox=\"docker\" runs agent code in, from the Dockerfile shipped in "
-        "mappa_env/sandbox/image: Python with numpy, pandas and scikit-learn and an unprivileged user; no "
-        "project code, no datasets. Needs a running Docker engine on this machine (DOCKER_HOST is honoured) "
-        "that can download the base image and the pip packages. Progress is printed from the build log.",
+        "mappa_env/sandbox/image: the base image's Python with numpy, pandas and scikit-learn at this machine's "
+        "versions, and an unprivileged user; no project code, no datasets. Needs a running Docker engine on this "
+        "machine (DOCKER_HOST is honoured). The build itself needs no network: this machine downloads the wheels "
+        "(pip download, from PyPI or your index) and the build installs them from its context. The default base "
+        "is pulled from a registry when the engine lacks it; without one, pass --base an image made offline "
+        "(docs/sandbox.md). Progress is printed from the build log.",
     )
-    from mappa_env.sandbox.docker_backend import DEFAULT_IMAGE  # light: the Docker SDK is imported on use
+    from mappa_env.sandbox.docker_backend import DEFAULT_BASE, DEFAULT_IMAGE  # light: no Docker SDK imported
 
     bi.add_argument("--tag", default=DEFAULT_IMAGE,
                     help=f"image tag (default: {DEFAULT_IMAGE}, the docker backend's default image); another tag "
                     "is used with sandbox_kwargs={\"image\": TAG}")
+    bi.add_argument("--base", default=DEFAULT_BASE,
+                    help=f"base image: any glibc Linux image with python3 and pip (default: {DEFAULT_BASE})")
     bi.add_argument("--pull", action="store_true", help="pull a newer version of the base image first")
     bi.add_argument("--no-cache", action="store_true", help="build every layer again")
 
@@ -161,7 +166,8 @@ def _build_image(args: argparse.Namespace) -> int:
     tag = args.tag
     print(f"building the docker sandbox image {tag} ...", flush=True)
     try:
-        build_image(tag, nocache=args.no_cache, pull=args.pull, log=lambda line: print(line, flush=True))
+        build_image(tag, base=args.base, nocache=args.no_cache, pull=args.pull,
+                    log=lambda line: print(line, flush=True))
     except SandboxError as exc:  # no SDK, no engine (with the fix), or a failed build
         print(f"error: {exc}", file=sys.stderr)
         return 2

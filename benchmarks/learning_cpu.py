@@ -9,9 +9,13 @@ its sampling (``run.seed``). Runs go one after another on ``--threads`` torch th
 the machine to itself. The peer (``benchmarks/trl_peer.py``: TRL's ``GRPOTrainer`` on the code executor alone,
 same model, LoRA, problems and budget) runs once per seed too, unless ``--no-peer``.
 
-Resumable across sessions: a run whose ``report.md`` (peer: ``peer.json``) exists is done and skipped; a run
-stopped midway resumes from its last checkpoint for the training minutes it has left. ``--report-only`` reads
-what is there and says what is missing.
+Resumable across sessions and machines: every finished run leaves a small JSON record (``--records``, by
+default ``docs/learning_cpu/<env>/<run>.json``, kept in git: its held-out episodes at each evaluation, its
+per-step curves, its training minutes, the commit and a fingerprint of the recipe it ran), and a run with a
+record is done and skipped, so the seeds of one experiment can be run over several sessions and the table
+and plot are made from the records alone. A run stopped midway (its ``--out`` directory still there) resumes
+from its last checkpoint for the training minutes it has left. ``--report-only`` reads the records and says
+which runs are missing; records whose recipes differ within an arm are named in a warning.
 
 Output: one PNG (``--plot``): held-out accuracy at each evaluation (mean and range over seeds, each seed
 faint), and per step the mean over seeds of each agent's reward, coach score, code share and response length,
@@ -26,6 +30,7 @@ Extra trainer options go after ``--``, e.g. ``-- --optim.lr 1e-4``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -46,6 +51,10 @@ SETUPS = {
                    "metric": "valid", "name": "held-out success rate"},
 }
 PER_STEP = ("reward", "coach_score", "code_share", "response_tokens")
+#: the scalar tags a record keeps: the per-agent and per-step curves and the time each step took
+RECORDED_TAGS = ("agent/", "train/", "time/")
+#: run settings that differ between the runs of one experiment by design, left out of the recipe fingerprint
+PER_RUN_SETTINGS = {"env": ("reward_mode",), "run": ("seed", "output_dir", "max_minutes", "resume", "progress", "threads")}
 
 
 # ---------------------------------------------------------------------- running
@@ -144,6 +153,74 @@ def wilson(successes: float, n: int) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return centre - half, centre + half
+
+
+# ---------------------------------------------------------------------- records
+def team_record(run: Path, mode: str, seed: int, metric: str) -> dict[str, Any]:
+    """What the table and plot need of a finished team run, small enough to keep in git."""
+    import yaml
+
+    tags = scalars(run)
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    for section, keys in PER_RUN_SETTINGS.items():
+        for key in keys:
+            config.get(section, {}).pop(key, None)
+    return {"kind": "team", "mode": mode, "seed": seed, "minutes_trained": trained_minutes(tags),
+            "steps": max(tags.get("train/success_rate", {0: 0})), "commit": _commit(),
+            "recipe": _fingerprint(json.dumps(config, sort_keys=True, default=str)),
+            "evaluations": [[step, values] for step, values in team_evaluations(run, metric)],
+            "scalars": {tag: {str(step): value for step, value in points.items()}
+                        for tag, points in sorted(tags.items()) if tag.startswith(RECORDED_TAGS)}}
+
+
+def peer_record(run: Path, seed: int) -> dict[str, Any]:
+    """The peer's ``peer.json`` less its reward history, with the commit and a fingerprint of ``trl_peer.py``."""
+    result = json.loads((run / "peer.json").read_text(encoding="utf-8"))
+    return {"kind": "peer", "seed": seed, "minutes_trained": result["minutes_trained"], "steps": result["steps"],
+            "commit": _commit(), "recipe": _fingerprint((HERE / "trl_peer.py").read_text(encoding="utf-8")),
+            "evaluations": [[step, values] for step, values in peer_evaluations(run)]}
+
+
+def write_record(path: Path, record: Mapping[str, Any]) -> None:
+    """Write a record whole or not at all (a stopped benchmark leaves no half record to be read as done)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def read_record(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, float]]], dict[str, dict[int, float]]]:
+    """A record, its evaluations ``[(step, {episode: metric})]`` and its scalars ``{tag: {step: value}}``."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    evaluations = [(int(step), {k: float(v) for k, v in values.items()}) for step, values in record["evaluations"]]
+    tags = {tag: {int(step): float(v) for step, v in points.items()} for tag, points in record.get("scalars", {}).items()}
+    return record, evaluations, tags
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _commit() -> str:
+    """The checkout's commit, ``+dirty`` when it has uncommitted changes (``unknown`` outside git)."""
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=HERE, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def recipe_warnings(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """One line per arm whose runs did not all run the same recipe (their means would mix two experiments)."""
+    lines = []
+    for arm, members in records.items():
+        recipes = sorted({m["recipe"] for m in members})
+        if len(recipes) > 1:
+            lines.append(f"Warning: the {arm} runs ran {len(recipes)} different recipes (" + "; ".join(
+                f"{r}: seeds {', '.join(str(m['seed']) for m in members if m['recipe'] == r)}" for r in recipes) + ")")
+    return lines
 
 
 # ---------------------------------------------------------------------- reporting
@@ -248,58 +325,60 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=64, help="held-out problems the peer evaluates (the team: eval.episodes)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="torch threads of each run")
     parser.add_argument("--no-peer", action="store_true", help="leave out the TRL peer (dsbench-v0 has none)")
-    parser.add_argument("--out", type=Path, default=Path("runs/learning_cpu"))
+    parser.add_argument("--out", type=Path, default=Path("runs/learning_cpu"), help="the runs' working directories")
+    parser.add_argument("--records", type=Path, default=HERE.parent / "docs" / "learning_cpu",
+                        help="finished runs' records (kept in git; a run with a record is skipped)")
     parser.add_argument("--plot", type=Path, default=Path("docs/learning_cpu.png"))
     parser.add_argument("--table", type=Path, default=None, help="also write the Markdown table here")
-    parser.add_argument("--report-only", action="store_true", help="only read the runs already in --out")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: make the table and plot from the records there are")
     parser.add_argument("trainer_args", nargs="*", help="extra `python -m mappa_train` options (after --)")
     args = parser.parse_args()
     setup = SETUPS[args.env]
     peer = not args.no_peer and args.env == "mathchat-v0"
-    out = args.out / args.env
+    out, records = args.out / args.env, args.records / args.env
     began = time.monotonic()
 
     if not args.report_only:
         for seed in args.seeds:  # seed-major: an interrupted benchmark has every arm of its first seeds
             for mode in args.modes:
                 run = out / f"{mode}-seed{seed}"
+                if (records / f"{run.name}.json").is_file():
+                    continue
                 if not (run / "report.md").is_file():
                     run_team(mode, seed, run, args)
-            if peer and not (out / f"peer-seed{seed}" / "peer.json").is_file():
-                run_peer(seed, out / f"peer-seed{seed}", args)
-
-    rows, groups, team_runs, peer_runs, missing = [], {}, {}, [], []
-    for mode in args.modes:
-        for seed in args.seeds:
-            run = out / f"{mode}-seed{seed}"
-            if not (run / "report.md").is_file():
-                missing.append(run.name)
-                continue
-            tags, evaluations = scalars(run), team_evaluations(run, setup["metric"])
-            steps = max(tags.get("train/success_rate", {0: 0}))
-            row = run_row(run.name, evaluations, trained_minutes(tags), steps)
-            rows.append(row)
-            groups.setdefault(mode, []).append(row)
-            team_runs.setdefault(mode, []).append((tags, evaluations))
-    if peer:
-        for seed in args.seeds:
+                write_record(records / f"{run.name}.json", team_record(run, mode, seed, setup["metric"]))
             run = out / f"peer-seed{seed}"
-            if not (run / "peer.json").is_file():
-                missing.append(run.name)
-                continue
-            result = json.loads((run / "peer.json").read_text(encoding="utf-8"))
-            evaluations = peer_evaluations(run)
-            row = run_row(run.name, evaluations, result["minutes_trained"], result["steps"])
-            rows.append(row)
-            groups.setdefault("TRL peer (code executor alone)", []).append(row)
+            if peer and not (records / f"{run.name}.json").is_file():
+                if not (run / "peer.json").is_file():
+                    run_peer(seed, run, args)
+                write_record(records / f"{run.name}.json", peer_record(run, seed))
+
+    rows, groups, arms, team_runs, peer_runs, missing = [], {}, {}, {}, [], []
+    wanted = [(mode, f"{mode}-seed{seed}") for mode in args.modes for seed in args.seeds]
+    wanted += [("TRL peer (code executor alone)", f"peer-seed{seed}") for seed in args.seeds if peer]
+    for arm, name in wanted:
+        path = records / f"{name}.json"
+        if not path.is_file():
+            missing.append(name)
+            continue
+        record, evaluations, tags = read_record(path)
+        row = run_row(name, evaluations, record["minutes_trained"], record["steps"])
+        rows.append(row)
+        groups.setdefault(arm, []).append(row)
+        arms.setdefault(arm, []).append(record)
+        if record["kind"] == "peer":
             peer_runs.append(evaluations)
+        else:
+            team_runs.setdefault(arm, []).append((tags, evaluations))
     if not rows:
-        sys.exit(f"no finished run in {out}; missing: {', '.join(missing)}")
+        sys.exit(f"no record in {records}; missing: {', '.join(missing)}")
     plot(team_runs, peer_runs, setup["agents"], args.plot, setup["name"])
     table = markdown(rows, groups, setup["name"])
-    print(f"\n{args.env}: {len(rows)} runs read from {out} ({(time.monotonic() - began) / 60:.1f} min this call); "
+    print(f"\n{args.env}: {len(rows)} runs read from {records} ({(time.monotonic() - began) / 60:.1f} min this call); "
           f"plot {args.plot}" + (f"; not finished yet: {', '.join(missing)}" if missing else "") + "\n")
     print(table)
+    for line in recipe_warnings(arms):
+        print(line)
     if args.table:
         args.table.parent.mkdir(parents=True, exist_ok=True)
         args.table.write_text(table + "\n", encoding="utf-8")

@@ -260,16 +260,16 @@ def docker_image():
     (a failed build then skips, saying why).
     """
     from mappa_env.sandbox.base import SandboxError
-    from mappa_env.sandbox.docker_backend import (DEFAULT_BASE, DEFAULT_IMAGE, LABEL, build_image, docker_available,
-                                                  require_docker)
+    from mappa_env.sandbox.docker_backend import (DEFAULT_BASE, DEFAULT_IMAGE, build_image, docker_available,
+                                                  require_docker, sandbox_containers)
 
     ok, reason = docker_available()
     if not ok:
         pytest.skip(f"docker sandbox cannot run here: {reason}")
     client = require_docker()
     try:
-        client.images.get(DEFAULT_IMAGE)
-    except Exception:  # noqa: BLE001 - ImageNotFound: build it
+        require_docker(DEFAULT_IMAGE, client)
+    except SandboxError:  # the image is missing: build it
         base = os.environ.get("MAPPA_DOCKER_BASE")
         began = time.monotonic()
         try:
@@ -280,7 +280,7 @@ def docker_image():
             pytest.skip(f"docker sandbox image {DEFAULT_IMAGE} is missing and could not be built on {DEFAULT_BASE} "
                         f"(set MAPPA_DOCKER_BASE to a local base image, see .ci/docker-engine): {exc}")
         print(f"\nbuilt {DEFAULT_IMAGE} on {base or DEFAULT_BASE} in {time.monotonic() - began:.0f} s", file=sys.stderr)
-    before = {c.name for c in client.containers.list(all=True, filters={"label": LABEL})}
+    before = set(sandbox_containers(client))
     yield DEFAULT_IMAGE
-    left = sorted({c.name for c in client.containers.list(all=True, filters={"label": LABEL})} - before)
+    left = sorted(set(sandbox_containers(client)) - before)
     assert not left, f"sandbox containers left in the engine after the tests: {left}"

@@ -176,6 +176,13 @@ def require_docker(image: str | None = None, client: Any = None) -> Any:
     return client
 
 
+def sandbox_containers(client: Any = None) -> list[str]:
+    """Names of the sandbox containers in the engine, running or stopped (every container this backend
+    starts carries :data:`LABEL`); for finding what a killed host process left behind."""
+    client = require_docker(client=client)
+    return sorted(c.name for c in client.containers.list(all=True, filters={"label": LABEL}))
+
+
 def _status(exc: BaseException) -> int | None:
     """The HTTP status of a docker SDK error (404: no such container or image), without importing it."""
     return getattr(exc, "status_code", None)

@@ -15,12 +15,7 @@ import pytest
 import mappa_env
 from mappa_env.evaluation import evaluate
 from mappa_env.sandbox import make_sandbox
-from mappa_env.sandbox.docker_backend import LABEL, require_docker
-
-
-def sandbox_containers() -> list[str]:
-    """Names of the engine's sandbox containers, running or not."""
-    return sorted(c.name for c in require_docker().containers.list(all=True, filters={"label": LABEL}))
+from mappa_env.sandbox.docker_backend import LABEL, require_docker, sandbox_containers
 
 
 @pytest.mark.parametrize("env_id", ["dsbench-v0", "mathchat-v0"])

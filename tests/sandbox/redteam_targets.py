@@ -113,16 +113,30 @@ class Target:
         """Run ``code`` as one action; the result as a step-record-like mapping."""
         if self.kind == "sandbox":
             result = self.sandbox.run(code)
-            return {"status": result.status, "stdout": result.stdout, "stderr": result.stderr,
-                    "error": result.error, "state_lost": result.state_lost,
-                    "output_truncated": result.output_truncated}
-        env = self.env.unwrapped
-        agent = env.agent_selection
-        self.env.step(fenced(code))
-        record = env.infos[agent]["step"]
-        json.dumps(record)  # a step record always serialises, whatever the code printed
-        self.seen.append(self.current_sandbox())
+            record = {"status": result.status, "stdout": result.stdout, "stderr": result.stderr,
+                      "error": result.error, "state_lost": result.state_lost,
+                      "output_truncated": result.output_truncated}
+        else:
+            env = self.env.unwrapped
+            agent = env.agent_selection
+            self.env.step(fenced(code))
+            record = env.infos[agent]["step"]
+            json.dumps(record)  # a step record always serialises, whatever the code printed
+            self.seen.append(self.current_sandbox())
+        self._log(record)
         return record
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """With ``$MAPPA_REDTEAM_LOG`` set, append what each action did there as a JSON line (docs/sandbox.md's
+        outcome table is written from it, per backend)."""
+        path = os.environ.get("MAPPA_REDTEAM_LOG")
+        if not path:
+            return
+        line = {"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0], "kind": self.kind,
+                "backend": self.backend, "status": record.get("status"), "error": str(record.get("error") or "")[:300],
+                "stdout": str(record.get("stdout") or "")[:300], "stderr": str(record.get("stderr") or "")[-300:]}
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(line) + "\n")
 
     # -- after the attack ------------------------------------------------------------------------
 

@@ -254,13 +254,13 @@ def markdown(rows: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]]
         afters = [100 * r["after"] for r in members]
         differences = [100 * r["difference"][0] for r in members]
         lines.append(f"| {arm} | {len(members)} | {statistics.mean(100 * r['before'] for r in members):.1f} | "
-                     f"{statistics.mean(afters):.1f} ± {_sd(afters):.1f} | "
-                     f"{statistics.mean(differences):+.1f} ± {_sd(differences):.1f} |")
+                     f"{statistics.mean(afters):.1f}{_sd(afters)} | {statistics.mean(differences):+.1f}{_sd(differences)} |")
     return "\n".join(lines)
 
 
-def _sd(values: Sequence[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+def _sd(values: Sequence[float]) -> str:
+    """`` ± sd`` over the seeds; nothing for one seed, which has no spread to report."""
+    return f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else " (one seed)"
 
 
 def plot(team_runs: dict[str, list[tuple[dict, list]]], peer_runs: list[list], agents: Sequence[str], path: Path,

@@ -329,6 +329,14 @@ MUTANTS = [
            "", RESUME, "--resume starts the bias monitor afresh"),
     Mutant("W3", "mappa_train/coach_watch.py", "        self.steps_without_rewards = self.steps_without_rewards + 1 if",
            "        self.steps_without_rewards = 1 if", WATCH, "steps without rewards are never counted in a row"),
+    Mutant("N1", "mappa_env/coach/math_receipts.py", '        return 1.0, "never checked the answer with code", "no_check"',
+           '        return 2.0, "never checked the answer with code", "no_check"', RECEIPTS,
+           "an executor that never runs code scores as high as one whose code crashed"),
+    Mutant("N2", "mappa_env/envs/mathchat/answers.py", '    text = _normalize(answer.rsplit("=", 1)[-1])',
+           "    text = _normalize(answer)", MATH_ANSWERS, "a boxed equation is judged whole, not on its last side"),
+    Mutant("N3", "mappa_train/trainer.py", "        in_flight = config.eval.envs_in_flight or config.rollout.envs_in_flight",
+           "        in_flight = config.rollout.envs_in_flight", ["tests/train/test_trainer_glue.py"],
+           "eval.envs_in_flight is ignored: evaluation batches only as many episodes as training"),
 ]
 
 

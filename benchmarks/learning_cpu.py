@@ -183,10 +183,9 @@ def peer_record(run: Path, seed: int) -> dict[str, Any]:
 
 def write_record(path: Path, record: Mapping[str, Any]) -> None:
     """Write a record whole or not at all (a stopped benchmark leaves no half record to be read as done)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    partial.replace(path)
+    from mappa_env.evaluation import write_results
+
+    write_results(record, path)
 
 
 def read_record(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, float]]], dict[str, dict[int, float]]]:

@@ -4,8 +4,10 @@ Each :class:`DockerSandbox` runs :mod:`mappa_env.sandbox.worker` in a container 
 (Python, numpy, pandas and scikit-learn; build it with ``python -m mappa_env sandbox build-image``) and
 talks to it with the protocol of :mod:`mappa_env.sandbox.channel`. Docker cannot hand a container extra
 descriptors, so the four streams of the protocol are named pipes (FIFOs) in a host control directory,
-bind-mounted read-only at ``/mappa`` with a copy of the worker's source; a short bootstrap opens them
-in the container and then runs the worker. The container specification is :func:`container_spec`.
+bind-mounted read-only at ``/mappa`` with copies of the sources the container runs. Docker's init starts
+:mod:`~mappa_env.sandbox.supervisor`, which starts the worker (it opens the FIFOs) and, on the host's
+word over its own stdin and stdout (the container's attach stream), stops the worker between actions
+and kills whatever an action left behind. The container specification is :func:`container_spec`.
 
 What is isolated:
 
@@ -14,12 +16,14 @@ What is isolated:
   control directory read-only at ``/mappa``. Nothing else of the host is there; the image holds no project
   code and no dataset packages, so there is nothing of the tasks' sources to hide.
 - Network: ``network_mode="none"``: only ``lo``.
-- Processes: the container's own pid namespace with Docker's init as pid 1, root's but with no capability
-  but SETUID/SETGID; the worker and everything it starts run as an unprivileged uid (the workspace's owner,
-  or the per-workspace uid of :func:`~mappa_env.sandbox.local.workspace_uid` when the host runs as root;
-  never root), which the bootstrap takes before anything else runs, with no capability left,
-  ``no-new-privileges``. So the code can neither signal init nor change its limits. Between executions
-  every process but init and the worker is killed and the container is paused (cgroup freezer).
+- Processes: the container's own pid namespace with Docker's init as pid 1 and the supervisor below it,
+  both root's but with no capability but SETUID, SETGID and KILL; the worker and everything it starts
+  run as an unprivileged uid (the workspace's owner, or the per-workspace uid of
+  :func:`~mappa_env.sandbox.local.workspace_uid` when the host runs as root; never root), which the
+  worker takes before anything else runs, with no capability left, ``no-new-privileges``. So the code
+  can neither signal, trace nor talk to init or the supervisor, nor change their limits. After each
+  execution the worker is stopped (SIGSTOP) first and then every process but init, the supervisor and
+  the worker is killed, until the next execution: nothing the code started runs between actions.
 - Environment: the same scrubbed one as bubblewrap's (:func:`~mappa_env.sandbox.bwrap.sandbox_env`):
   no API key or token of the host leaks in.
 - Resources, enforced by the kernel through Docker: ``memory_mb`` for the whole container with no swap
@@ -33,11 +37,10 @@ What is *not* isolated: the kernel is shared (a container is not a VM: a kernel 
 engine with a gVisor or Kata runtime for more). The engine must run on this machine with the same view
 of its files (bind mounts and FIFOs): a remote ``DOCKER_HOST``, Docker Desktop's VM, rootless Docker and
 ``userns-remap`` are not supported, and the control directory is made under ``TMPDIR`` (point it at a
-directory the engine sees when the engine's ``/tmp`` is private, as with the snap package). A thread that
-an action leaves running inside the worker can start a process in the milliseconds between the sweep and
-the freeze; it stays frozen and is killed at the end of the next action. The containers of a host
-process killed with SIGKILL may be left behind; ``docker rm -f $(docker ps -aq --filter
-label=org.mappa.sandbox)`` removes them.
+directory the engine sees when the engine's ``/tmp`` is private, as with the snap package). When a host
+process dies, even of SIGKILL, its attach streams close and each supervisor kills its worker, so the
+containers stop; they are not removed: ``docker rm -f $(docker ps -aq --filter label=org.mappa.sandbox)``
+removes them (:func:`sandbox_containers` lists them).
 """
 
 from __future__ import annotations
@@ -45,8 +48,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import select
 import shutil
 import signal
+import struct
 import tempfile
 import threading
 import time
@@ -57,7 +62,7 @@ from typing import Any
 
 from mappa_env.sandbox.base import DEFAULT_EXEC_TIMEOUT_S, SandboxError, SandboxUnavailableError
 from mappa_env.sandbox.bwrap import WORKSPACE, sandbox_env
-from mappa_env.sandbox.channel import WorkerChannel, enlarge_pipe
+from mappa_env.sandbox.channel import WorkerChannel, enlarge_pipe, write_all
 from mappa_env.sandbox.persistent import FSIZE_BYTES, WorkerSandbox, worker_config
 from mappa_env.sandbox.quota import WorkspaceQuota
 
@@ -73,53 +78,12 @@ _POOL_SIZE = 256  # each live sandbox holds one connection waiting for its conta
 
 OR_LOCAL = "or use the bubblewrap backend with sandbox=\"local\""
 
-# Runs in the container (and in tests, in a plain subprocess): open the FIFOs onto the descriptors the
-# worker expects, then run its source. stderr first, so that any later failure reaches the host. Only
-# `os` and `sys` are imported: they are loaded before sys.path is read, so a workspace file cannot
-# hijack them (the worker guards its own imports).
-#
-# Docker's init (pid 1) runs as root, with no capability but SETUID and SETGID, which the bootstrap spends at
-# once to become the sandbox's uid for good (argv: "uid:gid"): an init of the sandbox's own uid would take
-# the code's SIGTERM and forward it to the worker, and let the code change init's limits.
-BOOTSTRAP = (
-    "import os, sys\n"
-    "d = sys.argv.pop(1)\n"
-    "uid, gid = (int(x) for x in sys.argv.pop(1).split(':'))\n"
-    "if (os.getuid(), os.getgid()) != (uid, gid):\n"
-    "    os.setgroups([])\n"
-    "    os.setgid(gid)\n"
-    "    os.setuid(uid)\n"
-    f"for name, fd, mode in (('err', 2, os.O_WRONLY), ('out', 1, os.O_WRONLY), ('req', 0, os.O_RDONLY),"
-    f" ('resp', {RESP_FD}, os.O_WRONLY)):\n"
-    "    f = os.open(d + '/' + name, mode)\n"
-    "    if f != fd:\n"
-    "        os.dup2(f, fd)\n"
-    "        os.close(f)\n"
-    "with open(d + '/worker.py', 'rb') as f:\n"
-    "    src = f.read()\n"
-    "exec(compile(src, '<mappa-sandbox-worker>', 'exec'))"
-)
-
-# Runs in the container after each execution, as the sandbox's uid (with every capability dropped, even
-# root could not signal another uid's processes): stop the worker, kill every other process below init
-# until none is left (mappa_env.sandbox.procs, copied into the control directory), let the worker go on.
-# argv: control directory, init's pid, the worker's pid (0 at the first call: init's only child).
-SETTLE = (
-    "import json, signal, sys\n"
-    "sys.path.insert(0, sys.argv[1])\n"
-    "import procs\n"
-    "root, worker = int(sys.argv[2]), int(sys.argv[3])\n"
-    "if not worker:\n"
-    "    tree = procs.descendants(root)\n"
-    "    if not tree:\n"
-    "        sys.exit(3)\n"
-    "    worker = tree[0]\n"
-    "procs.signal_all([worker], signal.SIGSTOP)\n"
-    "killed = procs.kill_strays(root, keep=[worker])\n"
-    "procs.signal_all([worker], signal.SIGCONT)\n"
-    "print(json.dumps({'worker': worker, 'killed': killed}))\n"
-    "sys.exit(0 if killed is not None else 4)"
-)
+# The container's command runs the supervisor (mappa_env.sandbox.supervisor, copied into the control
+# directory with worker.py and procs.py) as a script, so that its sys.path[0] is the read-only control
+# directory and not the workspace. argv after it: the control directory, "uid:gid", the worker's config.
+SUPERVISOR = f"{CONTROL}/supervisor.py"
+CONTROL_FILES = ("supervisor.py", "worker.py", "procs.py")  # copied from this package into the control dir
+SUPERVISOR_TIMEOUT_S = 30.0  # a settle kills strays for at most 5 s; past this the engine is stuck
 
 
 # -- the engine -------------------------------------------------------------------------------------
@@ -337,7 +301,7 @@ def container_spec(workspace: str | os.PathLike[str], control_dir: str | os.Path
         "image": image,
         "command": command,
         "name": name,
-        "user": "0:0",  # Docker's init only: the bootstrap becomes uid:gid before anything else runs
+        "user": "0:0",  # Docker's init and the supervisor only: the worker becomes uid:gid before it runs
         "working_dir": WORKSPACE,
         "environment": container_env(),
         "volumes": {os.fspath(workspace): {"bind": WORKSPACE, "mode": "rw"},
@@ -350,7 +314,9 @@ def container_spec(workspace: str | os.PathLike[str], control_dir: str | os.Path
         "pids_limit": max_processes,
         "nano_cpus": int(cpus * 1e9),
         "cap_drop": ["ALL"],
-        "cap_add": ["SETUID", "SETGID"],  # for the bootstrap's one change of uid; gone from every process after it
+        # SETUID/SETGID for the worker's one change of uid (it keeps no capability after it); KILL for the
+        # root supervisor to stop the worker and kill strays, which belong to the sandbox's uid
+        "cap_add": ["SETUID", "SETGID", "KILL"],
         "security_opt": ["no-new-privileges"],
         "privileged": False,
         "init": True,  # reaps orphans; exit code 128 + N when the worker dies from signal N
@@ -361,14 +327,14 @@ def container_spec(workspace: str | os.PathLike[str], control_dir: str | os.Path
         "labels": {LABEL: "1", f"{LABEL}.workspace": os.fspath(workspace), f"{LABEL}.host-pid": str(os.getpid())},
         "restart_policy": {"Name": "no"},
         "auto_remove": False,  # the exit code must stay readable after the worker dies
-        "stdin_open": False,
+        "stdin_open": True,  # the supervisor's commands; closed when the host's attach ends (StdinOnce)
         "tty": False,
     }
 
 
 class ControlDir:
-    """A host directory holding the protocol's FIFOs (``req``, ``resp``, ``out``, ``err``) and the worker's
-    source, owned by the sandbox's uid and mounted read-only into its container."""
+    """A host directory holding the protocol's FIFOs (``req``, ``resp``, ``out``, ``err``), owned by the
+    sandbox's uid, and the sources the container runs (:data:`CONTROL_FILES`); mounted read-only into it."""
 
     FIFOS = ("req", "resp", "out", "err")
 
@@ -377,7 +343,7 @@ class ControlDir:
         try:
             os.chmod(self.path, 0o755)  # the container's uid must reach its FIFOs
             here = Path(__file__).parent
-            for module in ("worker.py", "procs.py"):
+            for module in CONTROL_FILES:
                 shutil.copyfile(here / module, self.path / module)
                 os.chmod(self.path / module, 0o644)
             for name in self.FIFOS:
@@ -426,28 +392,94 @@ def _writer_only(fd: int, path: Path) -> None:
     os.close(writer)
 
 
+class SupervisorLink:
+    """The host's end of the supervisor's stdin and stdout: the container's attach stream.
+
+    The engine frames what a container without a tty writes: an 8-byte header (the stream, 1 for
+    stdout, three zero bytes, the payload's big-endian length) before each chunk. The supervisor answers
+    each command line with one JSON line.
+    """
+
+    _FRAME = struct.Struct(">BxxxL")
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream  # the SDK's socket object: holding it keeps the connection open
+        self.fd: int | None = os.dup(stream.fileno())  # ours, blocking, read after poll()
+        os.set_blocking(self.fd, True)
+        self._raw = b""  # bytes read and not yet parsed into frames
+        self._text = b""  # stdout payload, not yet a whole line
+
+    def ask(self, command: str, timeout_s: float = SUPERVISOR_TIMEOUT_S) -> dict:
+        """Send one command; its answer. Raises :class:`SandboxError` when none comes."""
+        if self.fd is None:
+            raise SandboxError("the supervisor's stream is closed")
+        try:
+            write_all(self.fd, command.encode() + b"\n")
+            deadline = time.monotonic() + timeout_s
+            while b"\n" not in self._text:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SandboxError(f"the supervisor did not answer {command!r} within {timeout_s:g} s")
+                if not select.select([self.fd], [], [], left)[0]:
+                    continue
+                chunk = os.read(self.fd, 1 << 16)
+                if not chunk:
+                    raise SandboxError("the supervisor's stream ended (the container is gone)")
+                self._raw += chunk
+                self._parse()
+        except OSError as exc:
+            raise SandboxError(f"the supervisor's stream broke ({exc})") from exc
+        line, _, self._text = self._text.partition(b"\n")
+        try:
+            return json.loads(line)
+        except ValueError as exc:
+            raise SandboxError(f"the supervisor sent {line[:200]!r}, not an answer") from exc
+
+    def _parse(self) -> None:
+        size = self._FRAME.size
+        while len(self._raw) >= size:
+            stream, length = self._FRAME.unpack_from(self._raw)
+            if len(self._raw) < size + length:
+                return
+            if stream == 1:
+                self._text += self._raw[size:size + length]
+            self._raw = self._raw[size + length:]
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+        try:
+            self._stream.close()
+        except Exception:  # noqa: BLE001 - a half-closed SDK socket: nothing is left to release
+            pass
+
+
 class _ContainerProcess:
     """A worker running in a container; implements :class:`~mappa_env.sandbox.channel.WorkerProcess`.
 
     A thread waits on the engine for the container's exit and then closes a pipe, :attr:`exit_fd`: the
-    channel notices a death even before the worker opened its FIFOs.
+    channel notices a death even before the worker opened its FIFOs. Between actions the worker is
+    stopped by the container's supervisor, through :attr:`link`.
     """
 
     signal_exit_codes = True  # docker-init exits with 128 + N when the worker dies from signal N
 
-    def __init__(self, container: Any, control: ControlDir, quota: WorkspaceQuota, req_fd: int, user: str) -> None:
+    def __init__(self, container: Any, control: ControlDir, quota: WorkspaceQuota, req_fd: int) -> None:
         self.container, self.control, self.quota = container, control, quota
-        self.user = user  # "uid:gid" of the worker: the settle step runs as it (init is root's)
+        self.link: SupervisorLink | None = None  # attached before the container starts
         self.req_fd = req_fd
         self.req_swapped = False
-        self.worker_pid = 0  # in the container's pid namespace; found at the first settle
-        self.paused = False
         self.broken: str | None = None  # why the running execution must stop (the engine failed us)
         self.removed = False
         self.exit_code: int | None = None
         self.exited = threading.Event()
         self.exit_fd: int | None = None
         self._exit_w: int | None = None
+
+    def attach(self) -> None:
+        """Connect to the supervisor's stdin and stdout (before the start, so that nothing is missed)."""
+        self.link = SupervisorLink(self.container.attach_socket(params={"stdin": 1, "stdout": 1, "stream": 1}))
 
     def watch(self) -> None:
         """Start the exit watcher (after the container started: a created one counts as not running)."""
@@ -485,35 +517,29 @@ class _ContainerProcess:
                     warnings.warn(f"could not remove sandbox container {self.container.name}: {exc}; remove it "
                                   f"with `docker rm -f {self.container.name}`", RuntimeWarning, stacklevel=2)
             self.control.remove()  # open descriptors keep working; the names go
+            if self.link is not None:
+                self.link.close()
         fd, self.exit_fd = self.exit_fd, None  # taken first: close() and a run may kill at the same time
         if fd is not None:
             self.exited.wait(5.0)  # the watcher sees the removal at once; then poll() has the exit code
             os.close(fd)
 
     def resume(self) -> None:
-        if self.paused:
-            try:
-                self.container.unpause()
-                self.paused = False
-            except Exception as exc:  # noqa: BLE001 - dead, or a broken engine: the run stops at the first check
-                self.broken = f"the Docker engine could not unpause the sandbox container ({exc})"
+        try:
+            answer = self.link.ask("cont")
+            if not answer.get("ok"):
+                raise SandboxError(answer.get("error", str(answer)))
+        except SandboxError as exc:  # dead, or a broken engine: the run stops at the first check
+            self.broken = f"the sandbox's supervisor could not let the worker go on ({exc})"
         if not self.req_swapped:  # the worker has opened req (it answered "ready")
             _writer_only(self.req_fd, self.control.path / "req")
             self.req_swapped = True
         self.quota.start()
 
     def settle(self) -> int | None:
-        command = [IMAGE_PYTHON, "-I", "-c", SETTLE, CONTROL, "1", str(self.worker_pid)]
         try:
-            code, output = self.container.exec_run(command, workdir="/", user=self.user)
-            if code != 0:
-                return None
-            result = json.loads(output.decode("utf-8", "replace").strip().splitlines()[-1])
-            self.worker_pid = int(result["worker"])
-            self.container.pause()  # nothing runs between actions, like the local backend's SIGSTOP
-            self.paused = True
-            return int(result["killed"])
-        except Exception:  # noqa: BLE001 - the channel kills the worker when this fails
+            return int(self.link.ask("settle")["killed"])  # an answer without "killed" is a failure
+        except (SandboxError, KeyError, TypeError, ValueError):  # the channel kills the worker then
             return None
 
     def check(self) -> str | None:
@@ -594,7 +620,7 @@ class DockerSandbox(WorkerSandbox):
         except OSError as exc:
             control.remove()
             raise SandboxError(f"could not open the sandbox's FIFOs in {control.path}: {exc}") from exc
-        command = [IMAGE_PYTHON, "-c", BOOTSTRAP, CONTROL, f"{self.uid}:{self.gid}", json.dumps(self._config)]
+        command = [IMAGE_PYTHON, SUPERVISOR, CONTROL, f"{self.uid}:{self.gid}", json.dumps(self._config)]
         spec = container_spec(self.workspace, control.path, command=command, image=self.image,
                               memory_mb=self.memory_mb, cpus=self.cpus, max_processes=self.max_processes,
                               tmp_mb=self.tmp_mb, uid=self.uid, gid=self.gid,
@@ -603,7 +629,8 @@ class DockerSandbox(WorkerSandbox):
         try:
             self.container = self.client.containers.create(**spec)
             process = _ContainerProcess(self.container, control, WorkspaceQuota(self.workspace, self.quota),
-                                        fds["req"], f"{self.uid}:{self.gid}")
+                                        fds["req"])
+            process.attach()
             self.container.start()
         except Exception as exc:  # noqa: BLE001 - any engine error: broken infrastructure
             if process is not None:

@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,9 +29,6 @@ import mappa_env
 from mappa_env.sandbox import SandboxError, SandboxUnavailableError, make_sandbox, procs
 from mappa_env.sandbox import docker_backend as db
 from mappa_env.sandbox.bwrap import sandbox_env
-from mappa_env.sandbox.channel import WorkerChannel
-from mappa_env.sandbox.local import _LocalProcess
-from mappa_env.sandbox.quota import Usage, WorkspaceQuota
 
 UID = 2_000_012_345
 SECRET = "sk-mappa-test-secret-do-not-leak"
@@ -105,10 +105,10 @@ def test_spec_mounts_only_the_workspace_rw_and_the_control_dir_ro(spec, tmp_path
 
 
 def test_spec_runs_init_as_root_without_capabilities_but_a_change_of_uid(spec):
-    # init is root's, so that the code (another uid, no capability) cannot signal it or change its limits;
-    # the bootstrap becomes the sandbox's uid before anything else runs (test_bootstrap_drops_to_the_sandbox_uid)
+    # init and the supervisor are root's, so that the code (another uid, no capability) cannot signal, trace
+    # or talk to them; the worker becomes the sandbox's uid before it runs (test_supervisor_runs_the_worker_as_...)
     assert spec["user"] == "0:0"
-    assert spec["cap_drop"] == ["ALL"] and spec["cap_add"] == ["SETUID", "SETGID"]
+    assert spec["cap_drop"] == ["ALL"] and spec["cap_add"] == ["SETUID", "SETGID", "KILL"]
     assert spec["security_opt"] == ["no-new-privileges"]
     assert spec["privileged"] is False
     assert spec["init"] is True
@@ -144,7 +144,7 @@ def test_docker_sdk_turns_the_spec_into_the_intended_engine_request(spec, tmp_pa
     host = args.pop("host_config")
     assert host["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] is True
-    assert host["CapDrop"] == ["ALL"] and host["CapAdd"] == ["SETUID", "SETGID"]
+    assert host["CapDrop"] == ["ALL"] and host["CapAdd"] == ["SETUID", "SETGID", "KILL"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["Memory"] == host["MemorySwap"] == 1024 << 20
     assert host["PidsLimit"] == 64 and host["NanoCpus"] == 1_500_000_000
@@ -156,151 +156,20 @@ def test_docker_sdk_turns_the_spec_into_the_intended_engine_request(spec, tmp_pa
     assert not host.get("Privileged") and not host.get("AutoRemove")
     assert args.pop("name") == "mappa-sandbox-test"  # a query parameter of the create request
     config = docker.types.ContainerConfig("1.44", **args)
-    assert config["User"] == "0:0"  # init; the worker runs as the uid in the bootstrap's argv
+    assert config["User"] == "0:0"  # init and the supervisor; the worker runs as the uid in the supervisor's argv
+    assert config["OpenStdin"] is True and config["StdinOnce"] is True  # the host's end closes stdin
     assert config["WorkingDir"] == "/workspace"
     assert all(SECRET not in item for item in config["Env"])
     assert "HOME=/tmp" in config["Env"]
     assert config["Labels"][db.LABEL] == "1"
 
 
-# -- the FIFO transport, with a local subprocess playing the container ----------------------------------
-
-
-def _container_stand_in(workspace: Path, *, delay_s: float = 0.0) -> tuple[WorkerChannel, db.ControlDir]:
-    """The container's bootstrap in a plain subprocess, over the control directory's FIFOs.
-
-    The process's pidfd is dropped: the host must see the worker's death through the FIFOs alone, as it
-    does with a container.
-    """
-    control = db.ControlDir(os.getuid(), os.getgid())
-    config = db.worker_config(memory_mb=2048, cpu_limit_s=600, max_output_bytes=4096, tag="fifo-test", preload=(),
-                              resp_fd=db.RESP_FD)
-    argv = [sys.executable, "-c", db.BOOTSTRAP, str(control.path), f"{os.getuid()}:{os.getgid()}", json.dumps(config)]
-    if delay_s:  # the FIFOs get their writers late, as while a container starts
-        argv = ["sh", "-c", f'sleep {delay_s}; exec "$@"', "sh", *argv]
-    fds = control.open_host_ends()
-    process = _LocalProcess(argv, env=db.container_env(), cwd=workspace, isolated=False, pass_fds=(),
-                            stdio=(subprocess.DEVNULL,) * 3, memory_bytes=2 << 30,
-                            quota=WorkspaceQuota(workspace, Usage(1 << 30, 10_000)))
-    if process.exit_fd is not None:
-        os.close(process.exit_fd)
-        process.exit_fd = None
-    return WorkerChannel(process, req=fds["req"], resp=fds["resp"], out=fds["out"], err=fds["err"]), control
-
-
-@pytest.fixture
-def stand_in(tmp_path):
-    made = []
-
-    def make(**kwargs):
-        made.append(_container_stand_in(tmp_path, **kwargs))
-        return made[-1][0]
-
-    yield make
-    for channel, control in made:
-        channel.kill()
-        channel.close_fds()
-        control.remove()
-
-
-def test_fifo_transport_waits_for_a_late_writer_then_runs_code(stand_in):
-    channel = stand_in(delay_s=1.0)
-    started = time.monotonic()
-    channel.wait_ready(30)  # "no writer yet" must not be taken for a dead worker
-    assert time.monotonic() - started >= 0.9
-    assert channel.ready["ready"] is True and channel.ready["pid"] == channel.process.proc.pid
-    result = channel.execute("import sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\nx = 41",
-                             10, 4096)
-    assert (result.status, result.stdout, result.stderr) == ("ok", "to stdout\n", "to stderr\n")
-    assert channel.execute("print(x + 1)", 10, 4096).stdout == "42\n"  # state persists
-    error = channel.execute("1 / 0", 10, 4096)
-    assert error.status == "error" and error.error.startswith("ZeroDivisionError")
-    assert "ZeroDivisionError" in error.stderr
-
-
-def test_fifo_transport_timeout_kills_the_worker(stand_in):
-    channel = stand_in()
-    channel.wait_ready(30)
-    result = channel.execute("print('before', flush=True)\nwhile True:\n    pass", 1.0, 4096)
-    assert result.status == "timeout" and result.state_lost
-    assert result.stdout == "before\n"  # written before the kill, still seen
-    assert 0.9 <= result.duration_s < 5
-    assert channel.process.poll() is not None
-
-
-def test_fifo_transport_sees_a_worker_killed_during_a_run(stand_in):
-    channel = stand_in()
-    channel.wait_ready(30)
-    result = channel.execute("import os, signal\nprint('going', flush=True)\nos.kill(os.getpid(), signal.SIGKILL)",
-                             20, 4096)
-    assert result.status == "killed" and "SIGKILL" in result.error and result.state_lost
-    assert result.stdout == "going\n"
-    assert result.duration_s < 5  # seen at once through the FIFOs' hang-up, not at the timeout
-    assert channel.exited()
-
-
-def test_fifo_transport_sees_a_worker_killed_between_runs(stand_in):
-    channel = stand_in()
-    channel.wait_ready(30)
-    assert channel.execute("y = 1", 10, 4096).ok
-    os.kill(channel.process.proc.pid, signal.SIGKILL)
-    channel.process.wait(5)
-    result = channel.execute("print(y)", 20, 4096)
-    assert result.status == "killed" and result.state_lost and result.duration_s < 5
-
-
-def test_request_fifo_becomes_a_plain_writer_so_a_dead_reader_is_a_broken_pipe(tmp_path):
-    """Opened read-write (so that opening never blocks), req would swallow writes to a dead worker and,
-    once full, block the host forever; after the swap a write to a dead worker fails at once."""
-    control = db.ControlDir(os.getuid(), os.getgid())
-    fds = control.open_host_ends()
-    try:
-        worker_end = os.open(control.path / "req", os.O_RDONLY | os.O_NONBLOCK)  # the worker's read end
-        db._writer_only(fds["req"], control.path / "req")
-        os.write(fds["req"], b"abc")
-        assert os.read(worker_end, 3) == b"abc"  # the same descriptor number now only writes
-        os.close(worker_end)  # the worker dies
-        with pytest.raises(BrokenPipeError):
-            os.write(fds["req"], b"x" * (4 << 20))
-    finally:
-        for fd in fds.values():
-            os.close(fd)
-        control.remove()
-
-
-def test_settle_snippet_kills_strays_and_keeps_the_worker(tmp_path):
-    """The snippet settle() runs in the container, here on a local tree: init -> worker -> stray."""
-    control = db.ControlDir(os.getuid(), os.getgid())
-    worker_code = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
-    init = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.call(sys.argv[1:])",
-                             sys.executable, "-c", worker_code])
-    try:
-        deadline = time.monotonic() + 20
-        while len(procs.descendants(init.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        worker, stray = procs.descendants(init.pid)
-
-        def settle(known_worker: int) -> dict:
-            done = subprocess.run([sys.executable, "-I", "-c", db.SETTLE, str(control.path), str(init.pid),
-                                   str(known_worker)], capture_output=True, text=True, timeout=30)
-            assert done.returncode == 0, done.stderr
-            return json.loads(done.stdout)
-
-        assert settle(0) == {"worker": worker, "killed": 1}  # the worker is found: init's only child
-        assert not _alive(stray)
-        assert _alive(worker) and _state(worker) != "T"  # left running (the container is paused after)
-        assert settle(worker) == {"worker": worker, "killed": 0}
-    finally:
-        procs.signal_all([*procs.descendants(init.pid), init.pid])
-        init.wait(10)
-        control.remove()
-
-
 # -- a fake engine: DockerSandbox end to end ---------------------------------------------------------
 
 # Plays docker-init: runs the command, exits 128 + N when it dies from signal N.
-FAKE_INIT = ("import subprocess, sys\ncode = subprocess.call(sys.argv[1:])\n"
-             "sys.exit(128 - code if code < 0 else code)")
+# Like pid 1 of a container it adopts orphans (a child subreaper: prctl PR_SET_CHILD_SUBREAPER).
+FAKE_INIT = ("import ctypes, subprocess, sys\nctypes.CDLL(None).prctl(36, 1, 0, 0, 0)\n"
+             "code = subprocess.call(sys.argv[1:])\nsys.exit(128 - code if code < 0 else code)")
 
 
 class FakeAPIError(Exception):
@@ -312,28 +181,64 @@ class FakeAPIError(Exception):
 
 
 class FakeContainer:
+    """A "container": the spec's command under :data:`FAKE_INIT`, with the engine's attach stream (a socket
+    pair; what the container writes to stdout arrives framed as the engine frames it)."""
+
     def __init__(self, engine: FakeEngine, spec: dict) -> None:
         self.engine, self.spec, self.name = engine, spec, spec["name"]
         self.binds = {v["bind"]: host for host, v in spec["volumes"].items()}
         self.proc: subprocess.Popen | None = None
-        self.started = self.removed = self.paused = False
-        self.execs: list[list[str]] = []
-        self.exec_users: list[str] = []
+        self.started = self.removed = False
+        self.attached: socket.socket | None = None  # the container's end of the attach stream
 
     def _host(self, arg: str) -> str:
         """A container path or program in a command, as the host sees it."""
-        return sys.executable if arg == "python3" else self.binds.get(arg, arg)
+        if arg == "python3":
+            return sys.executable
+        for bind, host in self.binds.items():
+            if arg == bind or arg.startswith(bind + "/"):
+                return host + arg[len(bind):]
+        return arg
+
+    def attach_socket(self, params: dict) -> socket.socket:
+        assert params == {"stdin": 1, "stdout": 1, "stream": 1} and not self.started  # attached before the start
+        assert self.spec["stdin_open"] is True
+        host_end, self.attached = socket.socketpair()
+        return host_end
 
     def start(self) -> None:
         command = [self._host(a) for a in self.spec["command"]]
-        if self.spec["command"][2] == db.BOOTSTRAP:  # stay our own uid: the host's Python is no image of its own
-            command[4] = f"{os.getuid()}:{os.getgid()}"
+        if self.spec["command"][1] == db.SUPERVISOR and self.engine.as_host_uid:  # the host's Python is no image
+            command[3] = f"{os.getuid()}:{os.getgid()}"
         if self.engine.command is not None:
             command = self.engine.command
+        if self.engine.delay_s:  # the FIFOs get their writers late, as while a real container starts
+            command = ["sh", "-c", f'sleep {self.engine.delay_s}; exec "$@"', "sh", *command]
+        stdin = self.attached.fileno() if self.attached else subprocess.DEVNULL
         self.proc = subprocess.Popen([sys.executable, "-c", FAKE_INIT, *command], cwd=self.binds["/workspace"],
-                                     env=self.spec["environment"], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                     env=self.spec["environment"], stdin=stdin, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        threading.Thread(target=self._frame_stdout, daemon=True).start()
         self.started = True
+
+    def _frame_stdout(self) -> None:
+        """Play the engine: each chunk of stdout goes out in two frames, after a stderr frame to be ignored,
+        header and payload sent apart (the host must reassemble both)."""
+        while chunk := os.read(self.proc.stdout.fileno(), 1 << 16):
+            if self.attached is None:
+                continue
+            half = len(chunk) // 2
+            try:
+                self.attached.sendall(struct.pack(">BxxxL", 2, 5) + b"noise")
+                for part in (chunk[:half], chunk[half:]):
+                    self.attached.sendall(struct.pack(">BxxxL", 1, len(part)))
+                    self.attached.sendall(part)
+            except OSError:
+                return
+        try:
+            self.attached.shutdown(socket.SHUT_WR)
+        except (AttributeError, OSError):  # removed meanwhile
+            pass
 
     def _tree(self) -> list[int]:
         return [self.proc.pid, *procs.descendants(self.proc.pid)]
@@ -344,22 +249,6 @@ class FakeContainer:
             raise FakeAPIError(404, f"No such container: {self.name}")
         return {"StatusCode": 128 - code if code < 0 else code}
 
-    def exec_run(self, cmd: list[str], workdir: str | None = None, user: str = "") -> tuple[int, bytes]:
-        self.execs.append(cmd)
-        self.exec_users.append(user)
-        args = [self._host(a) for a in cmd]
-        args[5] = str(self.proc.pid)  # the snippet's "init's pid": 1 in a container, our init here
-        done = subprocess.run(args, capture_output=True, timeout=30)
-        return done.returncode, done.stdout + done.stderr
-
-    def pause(self) -> None:
-        procs.signal_all(self._tree(), signal.SIGSTOP)
-        self.paused = True
-
-    def unpause(self) -> None:
-        procs.signal_all(self._tree(), signal.SIGCONT)
-        self.paused = False
-
     def remove(self, force: bool = False) -> None:
         assert force
         if self.removed:
@@ -368,14 +257,19 @@ class FakeContainer:
         if self.proc is not None:
             procs.signal_all(self._tree())
             self.proc.wait(10)
+        if self.attached is not None:
+            self.attached.close()
 
 
 class FakeEngine:
     """The slice of ``docker.DockerClient`` the backend uses: ``images.get``, ``containers.create``,
-    ``api.build``. ``command`` replaces every container's command (to make one fail at start)."""
+    ``api.build``. ``command`` replaces every container's command (to make one fail at start); ``delay_s``
+    delays every container's command."""
 
     def __init__(self, images=(db.DEFAULT_IMAGE,), command: list[str] | None = None, build_log=()) -> None:
         self.image_names, self.command, self.build_log = set(images), command, list(build_log)
+        self.delay_s = 0.0
+        self.as_host_uid = True  # run the worker as our uid, not the spec's
         self.created: list[FakeContainer] = []
         self.builds: list[dict] = []
         self.images, self.containers, self.api = self, self, self  # one object plays all three
@@ -423,6 +317,150 @@ def fake_sandbox(engine, tmp_path):
         sandbox.close()
 
 
+
+
+# -- the FIFO transport and the supervisor, through the fake engine ----------------------------------
+
+
+def test_fifo_transport_waits_for_a_late_writer_then_runs_code(engine, fake_sandbox):
+    engine.delay_s = 1.0
+    started = time.monotonic()
+    sb = fake_sandbox()
+    result = sb.run("import sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\nx = 41")
+    assert time.monotonic() - started >= 0.9  # "no writer yet" was not taken for a dead worker
+    assert (result.status, result.stdout, result.stderr) == ("ok", "to stdout\n", "to stderr\n")
+    assert sb.run("print(x + 1)").stdout == "42\n"  # state persists
+    error = sb.run("1 / 0")
+    assert error.status == "error" and error.error.startswith("ZeroDivisionError")
+    assert "ZeroDivisionError" in error.stderr
+
+
+def test_fifo_transport_sees_a_worker_killed_during_a_run(engine, fake_sandbox):
+    sb = fake_sandbox()
+    result = sb.run("import os, signal\nprint('going', flush=True)\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert result.status == "killed" and "SIGKILL" in result.error and result.state_lost
+    assert result.stdout == "going\n"  # written before the death, still seen
+    assert result.duration_s < 5  # seen at once, not at the timeout
+    assert engine.created[0].removed
+
+
+def test_a_worker_killed_between_runs_is_replaced_and_its_state_said_lost(engine, fake_sandbox):
+    sb = fake_sandbox()
+    assert sb.run("y = 1").ok
+    os.kill(sb.worker_info["pid"], signal.SIGKILL)
+    engine.created[0].proc.wait(5)  # the supervisor passes the death on as the container's exit
+    assert engine.created[0].proc.returncode == 128 + signal.SIGKILL
+    result = sb.run("print(y)")
+    assert result.state_lost and result.error == "NameError: name 'y' is not defined"
+    assert engine.created[0].removed and len(engine.created) == 2
+
+
+def test_request_fifo_becomes_a_plain_writer_so_a_dead_reader_is_a_broken_pipe(tmp_path):
+    """Opened read-write (so that opening never blocks), req would swallow writes to a dead worker and,
+    once full, block the host forever; after the swap a write to a dead worker fails at once."""
+    control = db.ControlDir(os.getuid(), os.getgid())
+    fds = control.open_host_ends()
+    try:
+        worker_end = os.open(control.path / "req", os.O_RDONLY | os.O_NONBLOCK)  # the worker's read end
+        db._writer_only(fds["req"], control.path / "req")
+        os.write(fds["req"], b"abc")
+        assert os.read(worker_end, 3) == b"abc"  # the same descriptor number now only writes
+        os.close(worker_end)  # the worker dies
+        with pytest.raises(BrokenPipeError):
+            os.write(fds["req"], b"x" * (4 << 20))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+        control.remove()
+
+
+@pytest.fixture
+def supervised(tmp_path):
+    """A factory: the supervisor in a fake container with ``worker_code`` in place of worker.py; returns
+    (the container, the host's link, the supervisor's pid, the worker's pid)."""
+    made = []
+
+    def make(worker_code: str, *, as_uid: bool = False) -> tuple[FakeContainer, db.SupervisorLink, int, int]:
+        control = db.ControlDir(UID, UID) if as_uid else db.ControlDir(os.getuid(), os.getgid())
+        (control.path / "worker.py").write_text(worker_code)
+        (tmp_path / "ws").mkdir(exist_ok=True)
+        spec = db.container_spec(tmp_path / "ws", control.path, uid=UID, gid=UID, name="supervised",
+                                 command=["python3", db.SUPERVISOR, db.CONTROL, f"{UID}:{UID}", "{}"])
+        engine = FakeEngine()
+        engine.as_host_uid = not as_uid
+        container = FakeContainer(engine, spec)
+        link = db.SupervisorLink(container.attach_socket({"stdin": 1, "stdout": 1, "stream": 1}))
+        fds = control.open_host_ends()  # the worker opens the other ends
+        made.append((container, link, control, fds))
+        container.start()
+        deadline = time.monotonic() + 20
+        while len(procs.descendants(container.proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        supervisor = procs.descendants(container.proc.pid)[0]  # init's first child
+        return container, link, supervisor, procs.descendants(supervisor)[0]
+
+    yield make
+    for container, link, control, fds in made:
+        container.remove(force=True)
+        link.close()
+        for fd in fds.values():
+            os.close(fd)
+        control.remove()
+
+
+def test_supervisor_stops_the_worker_and_kills_every_stray_orphans_included(supervised, tmp_path):
+    # A child, and an orphan (double fork: re-parented to init, out of the worker's tree), outlive the action.
+    worker_code = ("import os, subprocess, time\nsubprocess.Popen(['sleep', '60'])\npid = os.fork()\n"
+                   "if pid == 0:\n    if os.fork() == 0:\n        time.sleep(60)\n    os._exit(0)\n"
+                   "os.waitpid(pid, 0)\nopen('started', 'w').close()\nwhile True:\n    time.sleep(0.01)\n")
+    container, link, supervisor, worker = supervised(worker_code)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "ws" / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    strays = [p for p in procs.descendants(container.proc.pid) if p not in (supervisor, worker)]
+    assert len(strays) == 2 and procs.descendants(worker) != strays  # one of them is not the worker's
+    assert link.ask("settle") == {"killed": 2}
+    assert not any(_alive(p) for p in strays)
+    assert _state(worker) == "T" and _alive(supervisor)  # the worker is stopped until the next action
+    assert link.ask("settle") == {"killed": 0}
+    assert link.ask("cont") == {"ok": True}
+    assert _state(worker) != "T"
+    assert "unknown command" in link.ask("rm -rf /")["error"]
+
+
+def _ids(pid: int) -> dict[str, str]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {key: fields[key].split()[0] if key != "Uid" else " ".join(fields[key].split())
+            for key in ("Uid", "CapEff", "CapPrm")}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the supervisor changes uid only when it runs as root")
+def test_supervisor_runs_the_worker_as_the_sandbox_uid_without_capabilities_and_stays_root(supervised):
+    container, link, supervisor, worker = supervised("import time\ntime.sleep(60)\n", as_uid=True)
+    deadline = time.monotonic() + 20
+    while _ids(worker)["Uid"] != f"{UID} {UID} {UID} {UID}" and time.monotonic() < deadline:
+        time.sleep(0.05)  # right after the fork it is still root's
+    assert _ids(worker) == {"Uid": f"{UID} {UID} {UID} {UID}", "CapEff": "0" * 16, "CapPrm": "0" * 16}
+    assert _ids(supervisor)["Uid"] == "0 0 0 0"
+    assert link.ask("settle") == {"killed": 0} and _state(worker) == "T"  # a root supervisor may stop it
+
+
+def test_supervisor_kills_the_worker_and_exits_when_the_host_is_gone(supervised):
+    container, link, supervisor, worker = supervised("import time\ntime.sleep(60)\n")
+    link.close()
+    container.attached.shutdown(socket.SHUT_RD)  # as the engine closes stdin when the host's attach ends
+    assert container.proc.wait(20) == 128 + signal.SIGKILL  # the worker's death, passed on
+    assert not _alive(worker) and not _alive(supervisor)
+
+
+def test_supervisor_exits_as_the_worker_did(supervised, tmp_path):
+    container, link, supervisor, worker = supervised(
+        "import os, sys, time\nwhile not os.path.exists('go'):\n    time.sleep(0.01)\nsys.exit(7)\n")
+    (tmp_path / "ws" / "go").touch()
+    assert container.proc.wait(20) == 7
+    assert not _alive(supervisor)
+
+
 def test_start_creates_the_container_from_the_spec_and_close_removes_it(engine, fake_sandbox):
     sb = fake_sandbox(image=db.DEFAULT_IMAGE, memory_mb=1536, cpus=0.5, max_processes=48, tmp_mb=64)
     [container] = engine.created
@@ -432,15 +470,15 @@ def test_start_creates_the_container_from_the_spec_and_close_removes_it(engine, 
     assert spec == db.container_spec(sb.workspace, control, command=spec["command"], image=db.DEFAULT_IMAGE,
                                      memory_mb=1536, cpus=0.5, max_processes=48, tmp_mb=64, uid=sb.uid,
                                      gid=sb.gid, name=spec["name"])
-    assert spec["command"][:5] == ["python3", "-c", db.BOOTSTRAP, "/mappa", f"{sb.uid}:{sb.gid}"]
+    assert spec["command"][:4] == ["python3", "/mappa/supervisor.py", "/mappa", f"{sb.uid}:{sb.gid}"]
     assert sb.uid != 0 and sb.gid != 0
-    assert sorted(os.listdir(control)) == ["err", "out", "procs.py", "req", "resp", "worker.py"]
+    assert sorted(os.listdir(control)) == ["err", "out", "procs.py", "req", "resp", "supervisor.py", "worker.py"]
 
     result = sb.run("print(6 * 7)")
     assert (result.status, result.stdout) == ("ok", "42\n")
-    assert container.paused  # frozen between actions
-    assert container.execs and container.execs[0][:4] == ["python3", "-I", "-c", db.SETTLE]
-    assert set(container.exec_users) == {f"{sb.uid}:{sb.gid}"}  # the settle step runs as the worker, not as init
+    worker = sb.worker_info["pid"]
+    assert procs._parent(procs._parent(worker)) == container.proc.pid  # init -> supervisor -> worker
+    assert _state(worker) == "T"  # stopped between actions
     assert sb.run("x = 5").ok and sb.run("print(x)").stdout == "5\n"
 
     big = sb.run("x = '" + "a" * 3_000_000 + "'\nprint(len(x))")  # more than the FIFO holds at once

@@ -68,6 +68,7 @@ PARSING = ["tests/coach/test_openai_coach.py::test_score_lines_are_read_strictly
            "tests/coach/test_openai_coach.py::test_a_reply_cut_before_its_score_line_is_unscored_as_truncated_and_not_reasked"]
 WATCH = ["tests/train/test_coach_watch.py::test_the_unscored_watch_warns_counts_and_stops_after_steps_with_nothing_to_train_on",
          "tests/train/test_coach_watch.py::test_the_bias_watch_runs_over_the_whole_run_and_survives_a_checkpoint"]
+DOCKER_SPEC = ["tests/sandbox/test_docker_spec.py"]
 REWARDS = ["tests/envs/test_pipeline_engine.py", "tests/envs/test_rewards.py",
            "tests/envs/test_dsbench_env.py::test_reward_modes_deliver_one_reward_per_action"]
 
@@ -337,6 +338,21 @@ MUTANTS = [
     Mutant("N3", "mappa_train/trainer.py", "        in_flight = config.eval.envs_in_flight or config.rollout.envs_in_flight",
            "        in_flight = config.rollout.envs_in_flight", ["tests/train/test_trainer_glue.py"],
            "eval.envs_in_flight is ignored: evaluation batches only as many episodes as training"),
+    # the docker sandbox's supervisor and the host's end of its stream
+    Mutant("B1", "mappa_env/sandbox/procs.py",
+           "        signal_all([worker], signal.SIGSTOP)  # first, so that it cannot start anything more",
+           "        pass", DOCKER_SPEC, "the worker runs on between actions (its threads can start processes)"),
+    Mutant("B2", "mappa_env/sandbox/supervisor.py", "keep=[os.getpid(), worker]", "keep=[worker]", DOCKER_SPEC,
+           "the supervisor takes itself for a stray and kills itself at the first settle"),
+    Mutant("B3", "mappa_env/sandbox/docker_backend.py", "            if stream == 1:", "            if stream:",
+           DOCKER_SPEC, "the host reads the container's stderr frames as the supervisor's answers"),
+    Mutant("B4", "mappa_env/sandbox/supervisor.py",
+           "            os.setuid(uid)  # real, effective and saved: no way back, and no capability left",
+           "            os.setresuid(uid, uid, 0)", DOCKER_SPEC,
+           "the worker keeps root as its saved uid: agent code can become root again"),
+    Mutant("B5", "mappa_env/sandbox/procs.py", "        killed += done\n", "        return killed + done\n",
+           DOCKER_SPEC + ["tests/sandbox/test_redteam.py::test_a_stray_that_keeps_waking_the_stopped_worker"],
+           "one stop and one sweep: a stray that wakes the worker while it dies leaves it running between actions"),
 ]
 
 

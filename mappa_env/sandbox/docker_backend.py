@@ -51,6 +51,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import struct
 import tempfile
 import threading
@@ -403,31 +404,36 @@ class SupervisorLink:
     _FRAME = struct.Struct(">BxxxL")
 
     def __init__(self, stream: Any) -> None:
-        self._stream = stream  # the SDK's socket object: holding it keeps the connection open
-        self.fd: int | None = os.dup(stream.fileno())  # ours, blocking, read after poll()
+        self._stream = stream  # the SDK's socket object
+        # A descriptor of our own on the same connection; blocking (the flag is the connection's: the
+        # SDK's object is not used again), read only when poll() says so.
+        self.fd: int | None = os.dup(stream.fileno())
         os.set_blocking(self.fd, True)
         self._raw = b""  # bytes read and not yet parsed into frames
         self._text = b""  # stdout payload, not yet a whole line
 
     def ask(self, command: str, timeout_s: float = SUPERVISOR_TIMEOUT_S) -> dict:
         """Send one command; its answer. Raises :class:`SandboxError` when none comes."""
-        if self.fd is None:
+        fd = self.fd  # once: close() may run in another thread (a kill while a run waits here)
+        if fd is None:
             raise SandboxError("the supervisor's stream is closed")
         try:
-            write_all(self.fd, command.encode() + b"\n")
+            write_all(fd, command.encode() + b"\n")
+            poller = select.poll()  # not select(): descriptors past 1024 are common with many sandboxes
+            poller.register(fd, select.POLLIN)
             deadline = time.monotonic() + timeout_s
             while b"\n" not in self._text:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise SandboxError(f"the supervisor did not answer {command!r} within {timeout_s:g} s")
-                if not select.select([self.fd], [], [], left)[0]:
+                if not poller.poll(left * 1000):
                     continue
-                chunk = os.read(self.fd, 1 << 16)
+                chunk = os.read(fd, 1 << 16)
                 if not chunk:
                     raise SandboxError("the supervisor's stream ended (the container is gone)")
                 self._raw += chunk
                 self._parse()
-        except OSError as exc:
+        except OSError as exc:  # EBADF included: closed meanwhile
             raise SandboxError(f"the supervisor's stream broke ({exc})") from exc
         line, _, self._text = self._text.partition(b"\n")
         try:
@@ -446,8 +452,14 @@ class SupervisorLink:
             self._raw = self._raw[size + length:]
 
     def close(self) -> None:
+        """End the connection (the engine then closes the supervisor's stdin)."""
         fd, self.fd = self.fd, None
         if fd is not None:
+            try:  # shut the connection itself down: the SDK's objects may keep it open until collected
+                with socket.socket(fileno=os.dup(fd)) as connection:
+                    connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             os.close(fd)
         try:
             self._stream.close()

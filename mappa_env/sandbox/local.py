@@ -179,7 +179,7 @@ class _LocalProcess:
         if self.isolated and procs.namespace_pids(self.keep[1]) == {1, self.worker_ns_pid}:
             return 0  # the common case, seen cheaply from inside: only pid 1 and the worker live there
         root = self.keep[0] if self.isolated else worker
-        return procs.kill_strays(root, keep=self.keep)
+        return procs.freeze(worker, root, keep=self.keep)  # a stray may wake the worker while it dies
 
     def _find_worker(self) -> tuple[int, ...] | None:
         """(bwrap, pid 1, worker) under bwrap, (worker,) without; right after start-up, nothing else runs."""

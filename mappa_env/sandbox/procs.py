@@ -107,6 +107,51 @@ def kill_strays(root: int, keep: Iterable[int], *, deadline_s: float = 5.0) -> i
         killed.update(strays)
 
 
+def stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (or the process is gone: it runs nothing either)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # a thread that just ended
+        if stat[stat.rindex(b")") + 2:].split()[0] not in (b"T", b"t", b"Z", b"X"):
+            return False
+    return True
+
+
+def freeze(worker: int, root: int, keep: Iterable[int], *, deadline_s: float = 5.0) -> int | None:
+    """Stop ``worker`` (SIGSTOP) and kill every other process below ``root`` but ``keep``, until a walk
+    finds none left while the worker is seen stopped; how many were killed, or None past ``deadline_s``.
+
+    One SIGSTOP and one sweep are not enough: a stray of the worker's uid may send the worker SIGCONT
+    while it is being killed, and the woken worker may start another. Once a sweep finds nothing and
+    the worker is still stopped, no process is left that could wake it.
+    """
+    keep = set(keep) | {worker}
+    deadline = time.monotonic() + deadline_s
+    killed = 0
+    while True:
+        signal_all([worker], signal.SIGSTOP)  # first, so that it cannot start anything more
+        done = kill_strays(root, keep=keep, deadline_s=max(deadline - time.monotonic(), 0.0))
+        if done is None:
+            return None
+        killed += done
+        # The strays are gone, but one may have woken the worker just before it died: stop it again and
+        # wait until every thread has stopped (asynchronous), then look once more for what it started.
+        signal_all([worker], signal.SIGSTOP)
+        while not stopped(worker):
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.0005)
+        if not [pid for pid in descendants(root) if pid not in keep]:
+            return killed
+
+
 def memory_bytes(pids: Iterable[int]) -> int:
     """Memory the processes use together: the sum of their proportional set sizes (PSS).
 

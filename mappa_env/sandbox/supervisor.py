@@ -2,19 +2,20 @@
 
 The host runs it as a script from the control directory (``python3 /mappa/supervisor.py /mappa uid:gid
 config``), so ``sys.path[0]`` is that read-only directory, never the workspace: a workspace file named
-``json.py`` cannot take its place. It runs as root with no capability but KILL (and SETUID/SETGID,
-which only the worker spends, once) and:
+``json.py`` cannot take its place. It runs as root with no capability but KILL, SETUID and SETGID (the
+worker spends the last two once; the supervisor keeps them, running no code but its own) and:
 
 1. forks the worker, which becomes the sandbox's unprivileged uid for good, opens the protocol's FIFOs
    onto the descriptors it expects (stderr first, so that any later failure reaches the host) and runs
    ``worker.py`` (the same program as the ``local`` backend's);
 2. answers the host, one JSON line per command line, on its own stdin and stdout, which are Docker's
    attach stream: only the engine reaches them (a process of the sandbox's uid can neither open a root
-   process's descriptors nor trace or signal it, so agent code cannot forge an answer). ``cont`` lets the
-   worker go on (SIGCONT) before an action; ``settle``, after it, stops the worker (SIGSTOP) and kills
-   every other process below init until none is left (orphans are re-parented to init, so that tree
-   holds all of them) and answers ``{"killed": n}``. The worker stays stopped until the next ``cont``:
-   nothing of the sandbox runs between actions;
+   process's descriptors nor trace it, nor send it a signal but SIGCONT (same session; harmless), so
+   agent code cannot forge a command or an answer). ``cont`` lets the worker go on (SIGCONT) before an action;
+   ``settle``, after it, stops the worker (SIGSTOP) and kills every other process below init until a
+   walk finds none while the worker is still stopped (:func:`procs.freeze`; orphans are re-parented to
+   init, so that tree holds all of them) and answers ``{"killed": n}``. No process is then left that
+   could wake the worker before the next ``cont``: nothing of the sandbox runs between actions;
 3. exits as the worker did (128 + N when signal N killed it), which docker-init passes on as the
    container's exit code; when the host's stream ends (the host is gone), kills the worker and exits.
 
@@ -56,8 +57,10 @@ def start_worker(control: str, uid: int, gid: int, config: str) -> int:
         sys.argv = ["<mappa-sandbox-worker>", config]
         exec(compile(source, "<mappa-sandbox-worker>", "exec"), {"__name__": "__main__"})
         code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # as the interpreter does: None is 0, any other object is printed and 1
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
     except BaseException:  # noqa: BLE001 - whatever it is, it is reported on the FIFO stderr if open
         import traceback
 
@@ -81,8 +84,7 @@ def answer(command: str, worker: int, init: int) -> dict:
         procs.signal_all([worker], signal.SIGCONT)
         return {"ok": True}
     if command == "settle":
-        procs.signal_all([worker], signal.SIGSTOP)  # first, so that it cannot start anything more
-        killed = procs.kill_strays(init, keep=[os.getpid(), worker], deadline_s=STRAY_DEADLINE_S)
+        killed = procs.freeze(worker, init, keep=[os.getpid()], deadline_s=STRAY_DEADLINE_S)
         if killed is None:
             return {"error": f"processes were still being started after {STRAY_DEADLINE_S:g} s of killing"}
         return {"killed": killed}

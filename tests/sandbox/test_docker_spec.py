@@ -1,13 +1,13 @@
-"""The ``docker`` sandbox without a Docker engine: its container specification, its FIFO transport, how it
-fails when Docker is missing, and the whole backend driven through a hand-written fake engine.
+"""The ``docker`` sandbox without a Docker engine: its container specification, its FIFO transport and
+supervisor, how it fails when Docker is missing, and the whole backend driven through a fake engine.
 
 * The specification (:func:`container_spec`) is pure: every security property is asserted on it, and on
   what the real Docker SDK turns it into (the JSON the engine would receive).
-* The transport is real: the container's bootstrap runs in a plain local subprocess that plays the
-  container, over the same FIFOs, with :class:`WorkerChannel` on the host.
-* :class:`FakeEngine` plays a Docker engine with local processes (its "container" runs the command of
-  the spec under a tiny init, with the spec's mounts mapped back to host paths), so ``DockerSandbox``'s
-  own code (create, start, exit watcher, settle, pause, remove) runs end to end.
+* :class:`FakeEngine` plays a Docker engine with local processes: its "container" runs the command of the
+  spec (the real supervisor and worker) under a tiny init, with the spec's mounts mapped back to host
+  paths, and frames its stdout on the attach stream as the engine does. So ``DockerSandbox``'s own code
+  (create, attach, start, exit watcher, the FIFO transport, settle, remove) runs end to end, and the
+  supervisor is tested on a real process tree.
 """
 
 from __future__ import annotations
@@ -426,6 +426,50 @@ def test_supervisor_stops_the_worker_and_kills_every_stray_orphans_included(supe
     assert link.ask("cont") == {"ok": True}
     assert _state(worker) != "T"
     assert "unknown command" in link.ask("rm -rf /")["error"]
+
+
+def test_settle_holds_although_a_stray_keeps_waking_the_worker(supervised, tmp_path):
+    # A stray of the worker's uid may SIGCONT it while the sweep kills it; the worker's loop would run on.
+    worker_code = ("import os, subprocess, sys, time\n"
+                   "spam = 'import os, signal, sys\\nopen(\"spamming\", \"w\").close()\\nwhile True:\\n"
+                   "    os.kill(int(sys.argv[1]), signal.SIGCONT)\\n'\n"
+                   "subprocess.Popen([sys.executable, '-c', spam, str(os.getpid())])\n"
+                   "while not os.path.exists('spamming'):\n    time.sleep(0.01)\n"
+                   "while True:\n    with open('ticks', 'a') as f:\n        f.write('t')\n    time.sleep(0.002)\n")
+    container, link, supervisor, worker = supervised(worker_code)
+    ticks = tmp_path / "ws" / "ticks"
+    deadline = time.monotonic() + 20
+    while not ticks.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert link.ask("settle") == {"killed": 1}
+    size = ticks.stat().st_size
+    time.sleep(0.5)
+    assert ticks.stat().st_size == size and _state(worker) == "T"
+
+
+def test_link_reassembles_frames_that_arrive_a_byte_at_a_time():
+    host_end, container_end = socket.socketpair()
+    link = db.SupervisorLink(host_end)
+    answer = b'{"killed": 3}\n'
+    stream = (struct.pack(">BxxxL", 2, 4) + b"oops" + struct.pack(">BxxxL", 1, 5) + answer[:5]
+              + struct.pack(">BxxxL", 1, len(answer) - 5) + answer[5:])
+
+    def trickle() -> None:
+        assert container_end.recv(64) == b"settle\n"
+        for i in range(len(stream)):
+            container_end.sendall(stream[i:i + 1])
+            time.sleep(0.001)
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    try:
+        assert link.ask("settle", timeout_s=20) == {"killed": 3}
+    finally:
+        sender.join(20)
+        link.close()
+        container_end.close()
+    with pytest.raises(SandboxError, match="closed"):
+        link.ask("cont")
 
 
 def _ids(pid: int) -> dict[str, str]:

@@ -113,6 +113,28 @@ def test_cpu_spin_left_behind_stops_with_the_action(target):
     t.carries_on()
 
 
+def test_a_stray_that_keeps_waking_the_stopped_worker(target):
+    # The worker is stopped before the sweep; a stray of its uid may SIGCONT it until it is killed itself.
+    t = target()
+    result = t.run(
+        "import os, subprocess, sys, threading, time\n"
+        "spam = 'import os, signal, sys\\nopen(\"spamming\", \"w\").close()\\nwhile True:\\n"
+        "    os.kill(int(sys.argv[1]), signal.SIGCONT)\\n'\n"
+        "subprocess.Popen([sys.executable, '-c', spam, str(os.getpid())])\n"
+        "while not os.path.exists('spamming'):\n    time.sleep(0.01)\n"
+        "def tick():\n    while True:\n        with open('ticks.log', 'a') as f:\n            f.write('t')\n"
+        "        time.sleep(0.002)\n"
+        "threading.Thread(target=tick, daemon=True).start()\ntime.sleep(0.05)\nprint('waking')")
+    assert result["status"] == "ok" and result["stdout"] == "waking\n", result
+    assert "1 process left running by this action was stopped" in result["stderr"]
+    ticks = t.workspace / "ticks.log"
+    size = ticks.stat().st_size
+    assert size > 0  # it did tick during the action
+    time.sleep(0.5)
+    assert ticks.stat().st_size == size  # and not after it: the worker stays stopped
+    t.carries_on()
+
+
 def test_infinite_loop(target):
     t = target(timeout_s=1)
     result = t.run("x = 1\nwhile True:\n    x += 1")

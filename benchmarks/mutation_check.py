@@ -339,10 +339,9 @@ MUTANTS = [
            "        in_flight = config.rollout.envs_in_flight", ["tests/train/test_trainer_glue.py"],
            "eval.envs_in_flight is ignored: evaluation batches only as many episodes as training"),
     # the docker sandbox's supervisor and the host's end of its stream
-    Mutant("B1", "mappa_env/sandbox/procs.py",
-           "        signal_all([worker], signal.SIGSTOP)  # first, so that it cannot start anything more",
-           "        pass", DOCKER_SPEC, "the worker runs on between actions (its threads can start processes)"),
-    Mutant("B2", "mappa_env/sandbox/supervisor.py", "keep=[os.getpid(), worker]", "keep=[worker]", DOCKER_SPEC,
+    Mutant("B1", "mappa_env/sandbox/supervisor.py", "        procs.signal_all([worker], signal.SIGCONT)",
+           "        pass", DOCKER_SPEC, "the worker stays stopped after the first action: the next one hangs to its timeout"),
+    Mutant("B2", "mappa_env/sandbox/supervisor.py", "keep=[os.getpid()]", "keep=[]", DOCKER_SPEC,
            "the supervisor takes itself for a stray and kills itself at the first settle"),
     Mutant("B3", "mappa_env/sandbox/docker_backend.py", "            if stream == 1:", "            if stream:",
            DOCKER_SPEC, "the host reads the container's stderr frames as the supervisor's answers"),

@@ -225,7 +225,9 @@ def recipe_warnings(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[
 # ---------------------------------------------------------------------- reporting
 def run_row(name: str, evaluations: list[tuple[int, dict[str, float]]], minutes: float, steps: int) -> dict[str, Any]:
     first, last = evaluations[0][1], evaluations[-1][1]
-    middle = evaluations[len(evaluations) // 2][1] if len(evaluations) > 2 else None
+    # the evaluation nearest half the run's steps (runs of one budget take different numbers of steps)
+    inner = evaluations[1:-1]
+    middle = min(inner, key=lambda e: abs(e[0] - evaluations[-1][0] / 2))[1] if inner else None
     difference = paired_difference(first, last)
     return {"name": name, "steps": steps, "minutes": minutes, "n": len(last), "before": _mean(first),
             "halfway": _mean(middle) if middle else None, "after": _mean(last), "difference": difference}

@@ -88,3 +88,11 @@ def test_a_record_keeps_the_curves_and_evaluations_it_was_made_from(bench, tmp_p
     assert sum(evaluations[1][1].values()) == 24
     assert tags["agent/code_executor/reward"] == {1: 0.1, 12: 0.4}
     assert json.loads(path.read_text())["recipe"] == record["recipe"] == "r1"
+
+
+def test_halfway_is_the_evaluation_nearest_half_the_runs_steps(bench):
+    # a run of 18 steps evaluated at 0, 8, 16 and 18: halfway is step 8, not the middle of the list
+    evaluations = [(0, outcomes(10)), (8, outcomes(25)), (16, outcomes(36)), (18, outcomes(29))]
+    row = bench.run_row("r", evaluations, minutes=40.0, steps=18)
+    assert (row["before"], row["halfway"], row["after"]) == (10 / 64, 25 / 64, 29 / 64)
+    assert bench.run_row("r", evaluations[:1] + evaluations[-1:], minutes=40.0, steps=18)["halfway"] is None

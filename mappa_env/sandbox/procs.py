@@ -17,16 +17,21 @@ from collections.abc import Iterable
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _parent(pid: int | str, proc: str = "/proc") -> int | None:
-    """The parent of a live process; None for a zombie (dead, waiting to be reaped) or a vanished one."""
+def _stat_fields(path: str) -> list[bytes] | None:
+    """The fields of a ``stat`` file after the command name (state first), or None if it is gone."""
     try:
-        with open(f"{proc}/{pid}/stat", "rb") as f:
+        with open(path, "rb") as f:
             stat = f.read()
     except OSError:
         return None
     # The command name may hold spaces and parentheses: the fields start after the last ')'.
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return None if fields[0] in (b"Z", b"X") else int(fields[1])
+    return stat[stat.rindex(b")") + 2:].split()
+
+
+def _parent(pid: int | str, proc: str = "/proc") -> int | None:
+    """The parent of a live process; None for a zombie (dead, waiting to be reaped) or a vanished one."""
+    fields = _stat_fields(f"{proc}/{pid}/stat")
+    return None if fields is None or fields[0] in (b"Z", b"X") else int(fields[1])
 
 
 def descendants(root: int) -> list[int]:
@@ -114,12 +119,8 @@ def stopped(pid: int) -> bool:
     except OSError:
         return True
     for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # a thread that just ended
-        if stat[stat.rindex(b")") + 2:].split()[0] not in (b"T", b"t", b"Z", b"X"):
+        fields = _stat_fields(f"/proc/{pid}/task/{task}/stat")  # None: a thread that just ended
+        if fields is not None and fields[0] not in (b"T", b"t", b"Z", b"X"):
             return False
     return True
 

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--max-in-flight", type=int, default=None, help="coach calls in flight at once (default: 8)")
     co.add_argument("--cache-dir", default=None, help="response cache directory (default: <mappa cache>/coach)")
     co.add_argument("--output", type=Path, default=None, help="also write the rows as JSON here")
+    co.add_argument("--no-progress", action="store_true", help="hide the progress bar while actions are scored")
 
     cb = sub.add_parser(
         "coach-bench",
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     cb.add_argument("--threshold", type=float, default=None,
                     help="a score below it flags an action: an innocent downstream agent or a control (default: 4)")
     cb.add_argument("--out", type=Path, default=None, metavar="PATH", help="also write the figures as JSON here")
-    cb.add_argument("--no-progress", action="store_true", help="hide the progress bar while the suite is played")
+    cb.add_argument("--no-progress", action="store_true", help="hide the progress bars (playing the suite, scoring it)")
 
     ls = sub.add_parser("list", help="list registered environments, or the tasks of a split")
     ls.add_argument("what", choices=["envs", "tasks"])
@@ -225,7 +226,7 @@ def _coach(args: argparse.Namespace) -> int:
         episodes = load_episodes(args.episodes)
         coach = make_coach(args.coach, **options)
         try:
-            rows = recoach(episodes, coach)
+            rows = recoach(episodes, coach, progress=not args.no_progress)
         finally:
             close_coach(coach)
     except (ValueError, OSError, ImportError, Error) as exc:
@@ -267,7 +268,8 @@ def _coach_bench(args: argparse.Namespace) -> int:
             else:
                 print(f"re-scoring the suite recorded in {path} (--record plays it again)", file=sys.stderr)
             threshold = THRESHOLD if args.threshold is None else args.threshold
-            report = score_suite(load_suite(path, args.env), coach, threshold=threshold)
+            report = score_suite(load_suite(path, args.env), coach, threshold=threshold,
+                                 progress=not args.no_progress)
         finally:
             close_coach(coach)
     except (ValueError, OSError, ImportError, Error) as exc:

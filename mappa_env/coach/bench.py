@@ -208,15 +208,16 @@ def load_suite(path: str | Path, env_id: str) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------- score
-def score_suite(episodes: Sequence[Mapping[str, Any]], coach: Any, *, threshold: float = THRESHOLD) -> dict[str, Any]:
-    """Re-score the recorded suite with ``coach`` and compute the benchmark's figures.
+def score_suite(episodes: Sequence[Mapping[str, Any]], coach: Any, *, threshold: float = THRESHOLD,
+                progress: bool = False) -> dict[str, Any]:
+    """Re-score the recorded suite with ``coach`` and compute the benchmark's figures (``progress``: a bar).
 
     Returns ``coach``, ``threshold``, ``cases`` (one mapping per case, in suite order: see
     :func:`summarise`), ``overall`` (``faults``: the fault episodes pooled; ``controls``) and ``episodes``
     (:func:`episode_figures` of each, with its case and task).
     """
     scores: dict[int, dict[tuple[str, int], float | None]] = {n: {} for n in range(len(episodes))}
-    for row in recoach(episodes, coach):  # a hindsight coach gets the outcome and trajectory there
+    for row in recoach(episodes, coach, progress=progress):  # a hindsight coach gets the outcome and trajectory there
         scores[row["episode"]][(row["role"], row["action"] - 1)] = row["score"]
     figures = []
     for number, episode in enumerate(episodes):

@@ -45,8 +45,11 @@ def load_episodes(path: str | Path) -> list[dict[str, Any]]:
     return episodes
 
 
-def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[str, Any]]:
+def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach, *, progress: bool = False) -> list[dict[str, Any]]:
     """Score every recorded action with ``coach``: one row per action, recorded verdict beside the new one.
+
+    Every action's request is sent at once (a batching coach batches them); ``progress`` shows a bar of the
+    actions scored so far, for a local LLM coach that takes minutes.
 
     Rows carry ``score``, ``task_type``, ``role``, ``task_id``, ``graded`` (the action carries a grade: it
     wrote the result, or ended the episode), ``quality`` (that grade's RPG) and ``success`` (that grade's
@@ -62,10 +65,20 @@ def recoach(episodes: Sequence[Mapping[str, Any]], coach: Coach) -> list[dict[st
                             if (r["agent"], r["action_index"]) == (request.role, request.action_index))
             items.append((number, episode, request, recorded))
 
-    async def score_all():
-        return await asyncio.gather(*(coach.ascore(request) for _, _, request, _ in items), return_exceptions=True)
-
     name = getattr(coach, "name", type(coach).__name__)
+
+    async def score_all():
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(items), desc=f"scoring with {name}", unit="action", disable=not progress) as bar:
+            async def score(request):
+                try:
+                    return await coach.ascore(request)
+                finally:
+                    bar.update()
+
+            return await asyncio.gather(*(score(request) for _, _, request, _ in items), return_exceptions=True)
+
     verdicts = [  # a coach that raises leaves that action unscored, as in an episode: failures are data
         Verdict(None, f"coach error: {type(v).__name__}: {v}", name, {"unscored_reason": "coach_error"})
         if isinstance(v, Exception) else v

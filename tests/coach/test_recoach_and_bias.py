@@ -123,6 +123,24 @@ def test_a_coach_that_raises_leaves_its_actions_unscored_and_the_others_are_reco
     assert all(r["score"] == 6.0 for r in rows if r["role"] != "modeler")
 
 
+def test_the_progress_bar_counts_every_action_including_the_ones_whose_coach_raised(recorded, capsys):
+    class HalfBroken(SyncCoach):
+        name = "half-broken"
+
+        def score(self, request):
+            if request.role == "analyst":
+                raise TimeoutError("slow endpoint")
+            return Verdict(5.0, "fine", self.name)
+
+    episodes = load_episodes(recorded)
+    recoach(episodes, HalfBroken())
+    assert "scoring with" not in capsys.readouterr().err  # off unless asked for
+    rows = recoach(episodes, HalfBroken(), progress=True)
+    bar = capsys.readouterr().err
+    assert any(r["score"] is None for r in rows)
+    assert "scoring with half-broken" in bar and f"{len(rows)}/{len(rows)}" in bar
+
+
 def test_coach_cli_prints_the_per_action_table(recorded, capsys):
     assert main(["coach", "--episodes", str(recorded), "--coach", "receipts"]) == 0
     out = capsys.readouterr().out

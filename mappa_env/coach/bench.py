@@ -31,6 +31,7 @@ whole trajectory, as the environment gives them at the end of an episode.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,12 +214,16 @@ def score_suite(episodes: Sequence[Mapping[str, Any]], coach: Any, *, threshold:
     """Re-score the recorded suite with ``coach`` and compute the benchmark's figures (``progress``: a bar).
 
     Returns ``coach``, ``threshold``, ``cases`` (one mapping per case, in suite order: see
-    :func:`summarise`), ``overall`` (``faults``: the fault episodes pooled; ``controls``) and ``episodes``
-    (:func:`episode_figures` of each, with its case and task).
+    :func:`summarise`), ``overall`` (``faults``: the fault episodes pooled; ``controls``),
+    ``unscored_reasons`` (how many actions the coach left unscored, by its reason, most frequent first)
+    and ``episodes`` (:func:`episode_figures` of each, with its case and task).
     """
     scores: dict[int, dict[tuple[str, int], float | None]] = {n: {} for n in range(len(episodes))}
+    reasons: Counter[str] = Counter()
     for row in recoach(episodes, coach, progress=progress):  # a hindsight coach gets the outcome and trajectory there
         scores[row["episode"]][(row["role"], row["action"] - 1)] = row["score"]
+        if row["score"] is None:
+            reasons[row["details"].get("unscored_reason", "unknown")] += 1
     figures = []
     for number, episode in enumerate(episodes):
         agents = list(dict.fromkeys(r["agent"] for r in episode["records"]))  # pipeline order
@@ -228,7 +233,7 @@ def score_suite(episodes: Sequence[Mapping[str, Any]], coach: Any, *, threshold:
                                           action_index=episode["culprit_action_index"], threshold=threshold)})
     report = summarise(figures)
     return {"coach": getattr(coach, "name", type(coach).__name__), "timing": getattr(coach, "timing", "online"),
-            "threshold": threshold, **report, "episodes": figures}
+            "threshold": threshold, **report, "unscored_reasons": dict(reasons.most_common()), "episodes": figures}
 
 
 def episode_figures(scores: Mapping[tuple[str, int], float | None], agents: Sequence[str], *, culprit: str | None,
@@ -328,8 +333,13 @@ def report_summary(report: Mapping[str, Any], env_id: str) -> str:
     if controls:
         parts.append(f"clean controls {_percent(controls['clean'])}")
     timing = "" if report.get("timing", "online") == "online" else f" ({report['timing']})"
-    return (f"coach {report['coach']}{timing} on {env_id}: {', '.join(parts)} (threshold {report['threshold']:g}; "
-            "a tie for the lowest is a miss)")
+    summary = (f"coach {report['coach']}{timing} on {env_id}: {', '.join(parts)} (threshold {report['threshold']:g}; "
+               "a tie for the lowest is a miss)")
+    reasons = report.get("unscored_reasons") or {}
+    if reasons:  # an unscored action is never low: many of them make the figures say little about the coach
+        counts = ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+        summary += f"; {sum(reasons.values())} actions unscored ({counts}): see docs/coach.md for each reason"
+    return summary
 
 
 def _percent(share: float | None) -> str:

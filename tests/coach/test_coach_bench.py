@@ -14,7 +14,8 @@ import pytest
 
 from mappa_env.__main__ import main
 from mappa_env.coach import ReceiptsCoach, SyncCoach, Verdict
-from mappa_env.coach.bench import (SUITES, THRESHOLD, episode_figures, load_suite, play_suite, score_suite, suite_of)
+from mappa_env.coach.bench import (SUITES, THRESHOLD, episode_figures, load_suite, play_suite, report_summary,
+                                   score_suite, suite_of)
 from mappa_env.evaluation import write_results
 from mappa_env.policies import POLICY_NAMES
 from mappa_env.records import RECORDS_FORMAT_VERSION
@@ -197,7 +198,8 @@ class FixedScores(SyncCoach):
         self.table = table
 
     def score(self, request):
-        return Verdict(self.table.get((request.role, request.action_index)), "fixed", self.name)
+        score = self.table.get((request.role, request.action_index))
+        return Verdict(score, "fixed", self.name, {} if score is not None else {"unscored_reason": "not_in_table"})
 
 
 def figures_of(report):
@@ -232,6 +234,7 @@ def test_the_figures_are_those_of_the_coachs_scores(recorded):
     assert faults["innocence"] == pytest.approx(10 / 12)  # per episode, then averaged: 8 at 1, 4 at 1/2
     assert report["overall"]["controls"]["clean"] == 0.0
     assert report["coach"] == "fixed" and report["overall"]["faults"]["unscored"] == 0
+    assert report["unscored_reasons"] == {} and "unscored" not in report_summary(report, "mathchat-v0")
 
 
 @pytest.mark.slow
@@ -242,6 +245,10 @@ def test_unscored_actions_are_counted_and_never_make_a_hit(recorded):
     assert faults["agent_hits"] == 0 and faults["step_hits"] == 0
     assert faults["unscored"] == sum(len(e["records"]) - 1 for e in recorded["mathchat-v0"][1] if e["culprit"])
     assert faults["innocence"] == 1.0  # unscored actions are never low
+    # and the summary says how many were left unscored, and why (the coach's reason)
+    unscored = sum(len(e["records"]) - 1 for e in recorded["mathchat-v0"][1])
+    assert report["unscored_reasons"] == {"not_in_table": unscored}
+    assert f"{unscored} actions unscored (not_in_table {unscored})" in report_summary(report, "mathchat-v0")
 
 
 # ------------------------------------------------------------------------------- the receipts coach

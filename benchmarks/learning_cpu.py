@@ -30,6 +30,7 @@ Extra trainer options go after ``--``, e.g. ``-- --optim.lr 1e-4``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -156,6 +157,34 @@ def wilson(successes: float, n: int) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------- records
+def machine_speed(threads: int) -> dict[str, Any]:
+    """The machine a record is made on: its CPU model and float32 matmul speed on ``threads`` threads.
+
+    One wall-clock budget buys more steps on a faster machine, and each session here runs on a new one
+    (the first records' steps took 1.1-2.0 minutes for the same recipe), so a record says which it had.
+    Best of 3 rounds of 20 products of 1024 × 1024 matrices, measured right after the run, on an idle machine.
+    """
+    import platform
+
+    import torch
+
+    model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    torch.set_num_threads(threads)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    best = math.inf
+    for _ in range(3):
+        began = time.perf_counter()
+        for _ in range(20):
+            a @ b
+        best = min(best, time.perf_counter() - began)
+    return {"cpu": model, "cores": os.cpu_count(), "threads": threads,
+            "matmul_gflops": round(20 * 2 * 1024 ** 3 / best / 1e9, 1)}
+
+
 def team_record(run: Path, mode: str, seed: int, metric: str) -> dict[str, Any]:
     """What the table and plot need of a finished team run, small enough to keep in git."""
     import yaml
@@ -223,13 +252,14 @@ def recipe_warnings(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[
 
 
 # ---------------------------------------------------------------------- reporting
-def run_row(name: str, evaluations: list[tuple[int, dict[str, float]]], minutes: float, steps: int) -> dict[str, Any]:
+def run_row(name: str, evaluations: list[tuple[int, dict[str, float]]], minutes: float, steps: int,
+            gflops: float | None = None) -> dict[str, Any]:
     first, last = evaluations[0][1], evaluations[-1][1]
     # the evaluation nearest half the run's steps (runs of one budget take different numbers of steps)
     inner = evaluations[1:-1]
     middle = min(inner, key=lambda e: abs(e[0] - evaluations[-1][0] / 2))[1] if inner else None
     difference = paired_difference(first, last)
-    return {"name": name, "steps": steps, "minutes": minutes, "n": len(last), "before": _mean(first),
+    return {"name": name, "steps": steps, "minutes": minutes, "gflops": gflops, "n": len(last), "before": _mean(first),
             "halfway": _mean(middle) if middle else None, "after": _mean(last), "difference": difference}
 
 
@@ -241,12 +271,13 @@ def markdown(rows: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]]
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.1f}"
 
-    lines = [f"| run | steps | training min | episodes | {metric_name} before (%) | halfway (%) | after (%) | "
-             "after - before, points [95 % CI] |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [f"| run | steps | training min | machine GFLOP/s | episodes | {metric_name} before (%) | halfway (%) | "
+             "after (%) | after - before, points [95 % CI] |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         mean, low, high = row["difference"]
         lo, hi = wilson(row["after"] * row["n"], row["n"])
-        lines.append(f"| {row['name']} | {row['steps']} | {row['minutes']:.1f} | {row['n']} | {pct(row['before'])} | "
+        speed = "-" if row["gflops"] is None else f"{row['gflops']:.0f}"  # records from before the probe have none
+        lines.append(f"| {row['name']} | {row['steps']} | {row['minutes']:.1f} | {speed} | {row['n']} | {pct(row['before'])} | "
                      f"{pct(row['halfway'])} | {pct(row['after'])} [{pct(lo)}, {pct(hi)}] | "
                      f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] |")
     lines += ["", f"| arm | seeds | {metric_name} before (%) | after (%), mean ± sd | after - before (points), mean ± sd |",
@@ -347,12 +378,13 @@ def main() -> None:
                     continue
                 if not (run / "report.md").is_file():
                     run_team(mode, seed, run, args)
-                write_record(records / f"{run.name}.json", team_record(run, mode, seed, setup["metric"]))
+                record = team_record(run, mode, seed, setup["metric"])
+                write_record(records / f"{run.name}.json", {**record, "machine": machine_speed(args.threads)})
             run = out / f"peer-seed{seed}"
             if peer and not (records / f"{run.name}.json").is_file():
                 if not (run / "peer.json").is_file():
                     run_peer(seed, run, args)
-                write_record(records / f"{run.name}.json", peer_record(run, seed))
+                write_record(records / f"{run.name}.json", {**peer_record(run, seed), "machine": machine_speed(args.threads)})
 
     rows, groups, arms, team_runs, peer_runs, missing = [], {}, {}, {}, [], []
     wanted = [(mode, f"{mode}-seed{seed}") for mode in args.modes for seed in args.seeds]
@@ -363,7 +395,8 @@ def main() -> None:
             missing.append(name)
             continue
         record, evaluations, tags = read_record(path)
-        row = run_row(name, evaluations, record["minutes_trained"], record["steps"])
+        row = run_row(name, evaluations, record["minutes_trained"], record["steps"],
+                      record.get("machine", {}).get("matmul_gflops"))
         rows.append(row)
         groups.setdefault(arm, []).append(row)
         arms.setdefault(arm, []).append(record)

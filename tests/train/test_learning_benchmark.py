@@ -59,13 +59,15 @@ def report(records: Path, tmp_path: Path, *extra: str) -> tuple[str, str]:
 def test_the_table_is_made_from_the_records_alone_and_names_the_missing_runs(bench, tmp_path):
     records = tmp_path / "records"
     bench.write_record(records / "mathchat-v0" / "process-seed0.json", team(0, 10, 24))
-    bench.write_record(records / "mathchat-v0" / "process-seed1.json", team(1, 10, 16))
+    bench.write_record(records / "mathchat-v0" / "process-seed1.json",
+                       {**team(1, 10, 16), "machine": {"cpu": "x", "cores": 2, "threads": 2, "matmul_gflops": 61.3}})
     assert sorted(p.name for p in (records / "mathchat-v0").iterdir()) == ["process-seed0.json", "process-seed1.json"]
 
     stdout, table = report(records, tmp_path)
     assert "not finished yet: process-seed2" in stdout
-    assert "| process-seed0 | 12 | 40.5 | 64 | 15.6 | - | 37.5" in table and "+21.9 [" in table
-    assert "| process-seed1 | 12 | 40.5 | 64 | 15.6 | - | 25.0" in table
+    # the machine's speed where the record has it (the first records have none)
+    assert "| process-seed0 | 12 | 40.5 | - | 64 | 15.6 | - | 37.5" in table and "+21.9 [" in table
+    assert "| process-seed1 | 12 | 40.5 | 61 | 64 | 15.6 | - | 25.0" in table
     # the arm's line: mean ± sd over the two seeds of after (37.5, 25.0) and of the difference (+21.9, +9.4)
     assert "| process | 2 | 15.6 | 31.2 ± 8.8 | +15.6 ± 8.8 |" in table
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -96,3 +98,10 @@ def test_halfway_is_the_evaluation_nearest_half_the_runs_steps(bench):
     row = bench.run_row("r", evaluations, minutes=40.0, steps=18)
     assert (row["before"], row["halfway"], row["after"]) == (10 / 64, 25 / 64, 29 / 64)
     assert bench.run_row("r", evaluations[:1] + evaluations[-1:], minutes=40.0, steps=18)["halfway"] is None
+
+
+def test_a_record_says_how_fast_its_machine_was(bench):
+    machine = bench.machine_speed(1)
+    assert machine["threads"] == 1 and machine["cores"] >= 1 and machine["cpu"]
+    # one thread of any CPU this runs on multiplies float32 matrices at well over 0.1 and under 10,000 GFLOP/s
+    assert 0.1 < machine["matmul_gflops"] < 10_000

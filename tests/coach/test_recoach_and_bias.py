@@ -106,17 +106,21 @@ def test_bias_monitor_flags_a_planted_bias_and_not_the_unbiased_coach(recorded):
     assert any("of all roles" in message for message in planted)
 
 
+class RaisesFor(SyncCoach):
+    """Raises ``error`` on every action of ``role`` and scores every other action ``score``."""
+
+    def __init__(self, name: str, role: str, error: Exception, score: float):
+        self.name, self.role, self.error, self.fixed = name, role, error, score
+
+    def score(self, request):
+        if request.role == self.role:
+            raise self.error
+        return Verdict(self.fixed, "fine", self.name)
+
+
 @pytest.mark.slow
 def test_a_coach_that_raises_leaves_its_actions_unscored_and_the_others_are_recoached(recorded):
-    class Flaky(SyncCoach):
-        name = "flaky"
-
-        def score(self, request):
-            if request.role == "modeler":
-                raise ConnectionError("endpoint unreachable")
-            return Verdict(6.0, "fine", self.name)
-
-    rows = recoach(load_episodes(recorded), Flaky())
+    rows = recoach(load_episodes(recorded), RaisesFor("flaky", "modeler", ConnectionError("endpoint unreachable"), 6.0))
     modeler = [r for r in rows if r["role"] == "modeler"]
     assert modeler and all(r["score"] is None and r["details"]["unscored_reason"] == "coach_error" for r in modeler)
     assert "ConnectionError: endpoint unreachable" in modeler[0]["rationale"]
@@ -124,18 +128,13 @@ def test_a_coach_that_raises_leaves_its_actions_unscored_and_the_others_are_reco
 
 
 def test_the_progress_bar_counts_every_action_including_the_ones_whose_coach_raised(recorded, capsys):
-    class HalfBroken(SyncCoach):
-        name = "half-broken"
-
-        def score(self, request):
-            if request.role == "analyst":
-                raise TimeoutError("slow endpoint")
-            return Verdict(5.0, "fine", self.name)
+    def half_broken():
+        return RaisesFor("half-broken", "analyst", TimeoutError("slow endpoint"), 5.0)
 
     episodes = load_episodes(recorded)
-    recoach(episodes, HalfBroken())
+    recoach(episodes, half_broken())
     assert "scoring with" not in capsys.readouterr().err  # off unless asked for
-    rows = recoach(episodes, HalfBroken(), progress=True)
+    rows = recoach(episodes, half_broken(), progress=True)
     bar = capsys.readouterr().err
     assert any(r["score"] is None for r in rows)
     assert "scoring with half-broken" in bar and f"{len(rows)}/{len(rows)}" in bar

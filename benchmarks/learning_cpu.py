@@ -161,7 +161,7 @@ def machine_speed(threads: int) -> dict[str, Any]:
     """The machine a record is made on: its CPU model and float32 matmul speed on ``threads`` threads.
 
     One wall-clock budget buys more steps on a faster machine, and each session here runs on a new one
-    (the first records' steps took 1.1-2.0 minutes for the same recipe), so a record says which it had.
+    (the first five team records' steps took 1.4 to 3.2 minutes for the same recipe), so a record says which it had.
     Best of 3 rounds of 20 products of 1024 × 1024 matrices, measured right after the run, on an idle machine.
     """
     import platform

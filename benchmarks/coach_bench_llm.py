@@ -22,57 +22,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from mappa_env.coach import close_coach, make_coach
 from mappa_env.coach.bench import default_episodes_file, load_suite, play_suite, report_summary, score_suite
 from mappa_env.evaluation import write_results
-
-# `transformers serve` as the installed transformers CLI runs it (the console script may not be on PATH)
-SERVE_BOOT = ("import sys; from transformers.cli.transformers import main; "
-              "sys.argv[0] = 'transformers'; sys.exit(main())")
-SERVER_STARTUP_S = 300
-
-
-@contextlib.contextmanager
-def served(model_dir: Path, log_path: Path):
-    """``transformers serve`` for ``model_dir`` on a free loopback port, offline; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    base_url = f"http://127.0.0.1:{port}/v1"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-c", SERVE_BOOT, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-           "--dtype", "float32", "--default-seed", "0", "--log-level", "warning", str(model_dir)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + SERVER_STARTUP_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with code {proc.returncode}; see {log_path}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"transformers serve did not answer in {SERVER_STARTUP_S} s; see {log_path}")
-                time.sleep(0.5)
-        yield base_url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
+from mappa_env.hf_models import packaged_smollm2_dir
+from mappa_env.local_server import transformers_serve
 
 def coach_options(kind: str, max_new_tokens: int, cache_dir: Path, server: str | None) -> tuple[str, dict]:
     """The coach name and options of one row."""
@@ -84,7 +43,7 @@ def coach_options(kind: str, max_new_tokens: int, cache_dir: Path, server: str |
 
     from mappa_env.coach.constrain import transformers_serve_extra_body
 
-    model_dir = smollm2_dir()
+    model_dir = packaged_smollm2_dir()
     # one request at a time: the server answers them one after another, so more in flight only wait
     # the server's sequence bias opens the reply with the score line: read it there (score_line "first")
     return f"openai:{model_dir}", {"base_url": server, "max_tokens": max_new_tokens, "max_in_flight": 1,
@@ -117,7 +76,8 @@ def main() -> None:
             with contextlib.ExitStack() as stack:
                 server = None
                 if kind == "openai":
-                    server = stack.enter_context(served(smollm2_dir(), args.out_dir / "server.log"))
+                    log_path = args.out_dir / "server.log"
+                    server = stack.enter_context(transformers_serve(packaged_smollm2_dir(), log_path=log_path))
                 cache = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coach-cache-")))
                 name, options = coach_options(kind, args.max_new_tokens, cache, server)
                 began = time.perf_counter()  # the model's loading counts (the server's start does not)
@@ -141,13 +101,6 @@ def main() -> None:
         print(f"| {report['coach'] if kind != 'openai' else 'openai: SmolLM2 (transformers serve)'} | {env_id} | "
               f"{pct(faults['agent_accuracy'])} | {pct(faults['step_accuracy'])} | {pct(faults['innocence'])} | "
               f"{pct(controls['clean'] if controls else None)} | {unscored} | {minutes:.1f} |")
-
-
-def smollm2_dir() -> Path:
-    """The packaged SmolLM2-135M-Instruct as a Hugging Face directory (converted from its GGUF once, cached)."""
-    from mappa_env.hf_models import converted_gguf_dir, packaged_smollm2_gguf
-
-    return converted_gguf_dir(packaged_smollm2_gguf())
 
 
 def _printable(options: dict) -> dict:

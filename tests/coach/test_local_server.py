@@ -31,9 +31,10 @@ def test_a_server_that_never_answers_times_out_saying_so(tmp_path):
     log = tmp_path / "server.log"
     proc = _start("import time; print('loading', flush=True); time.sleep(600)", log)
     try:
+        _wait_for(lambda: "loading" in log.read_text(), proc)  # the log line the error must carry is written
         began = time.monotonic()
-        with pytest.raises(LocalServerError, match=r"(?s)did not answer .*/models within 1 s.*loading"):
-            wait_until_ready(proc, f"http://127.0.0.1:{free_port()}/v1", log, timeout_s=1)
+        with pytest.raises(LocalServerError, match=r"(?s)did not answer .*/models within 2 s.*loading"):
+            wait_until_ready(proc, f"http://127.0.0.1:{free_port()}/v1", log, timeout_s=2)
         assert time.monotonic() - began < 30  # it gave up, it did not wait for the process
     finally:
         stop_process_group(proc)
@@ -46,12 +47,11 @@ def test_stopping_the_server_stops_its_children_too(tmp_path):
             "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
             f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(600)")
     proc = _start(code, tmp_path / "server.log")
-    deadline = time.monotonic() + 60
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.1)
-    child = int(pid_file.read_text())
-    stop_process_group(proc)
+    try:
+        _wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", proc)
+        child = int(pid_file.read_text())
+    finally:
+        stop_process_group(proc)
     assert proc.poll() is not None
     deadline = time.monotonic() + 30
     while _alive(child):
@@ -59,9 +59,35 @@ def test_stopping_the_server_stops_its_children_too(tmp_path):
         time.sleep(0.1)
 
 
+def test_a_child_left_behind_by_an_exited_server_is_stopped_too(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    code = ("import subprocess, sys; "
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+            f"open({str(pid_file)!r}, 'w').write(str(child.pid))")  # the server exits, its child sleeps on
+    proc = _start(code, tmp_path / "server.log")
+    try:
+        _wait_for(lambda: proc.poll() is not None, proc=None)
+        child = int(pid_file.read_text())
+        assert _alive(child)
+    finally:
+        stop_process_group(proc)
+    deadline = time.monotonic() + 30
+    while _alive(child):
+        assert time.monotonic() < deadline, f"the exited server's child {child} was left running"
+        time.sleep(0.1)
+
+
+def _wait_for(condition, proc: subprocess.Popen | None, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert proc is None or proc.poll() is None, "the process exited early"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().split(") ")[-1][0] != "Z"  # a zombie is dead, only not reaped yet
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or being reaped while read
         return False

@@ -6,7 +6,6 @@ real model server is in test_openai_coach_real_server.py.
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
@@ -17,6 +16,7 @@ import mappa_env
 from mappa_env.coach import OpenAICoach, make_coach
 from mappa_env.coach.prompting import build_messages, parse_reply, parse_score, rationale_of
 from mappa_env.evaluation import run_episode
+from mappa_env.local_server import free_port
 from mappa_env.policies import make_policy
 
 def coach_for(server: FaultServer, tmp_path, **kwargs) -> OpenAICoach:
@@ -172,9 +172,7 @@ def test_malformed_twice_is_unscored_and_not_cached(tmp_path):
 
 
 def test_connection_refused_is_unscored(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     coach = OpenAICoach("tiny", base_url=f"http://127.0.0.1:{port}/v1", cache_dir=None, max_retries=1, backoff_s=0.01)
     verdict = coach.score(request())
     coach.close()

@@ -8,7 +8,6 @@ messages sent verbatim, replies used as actions, errors surfaced). Tests against
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,6 +15,7 @@ import pytest
 
 import mappa_env
 from mappa_env.evaluation import run_episode
+from mappa_env.local_server import free_port
 from mappa_env.policies import PolicyError, make_policy
 from mappa_env.policies.scripted import ScriptedTeam
 from mappa_env.tasks import load_tasks
@@ -78,9 +78,7 @@ def test_openai_team_plays_an_episode_through_the_chat_protocol(chat_server):
 
 
 def test_unreachable_endpoint_raises_a_clear_error():
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     policy = make_policy("openai:any", base_url=f"http://127.0.0.1:{port}/v1", api_key="x", timeout_s=5)
     with pytest.raises(PolicyError, match="OPENAI_BASE_URL"):
         policy.act("data_engineer", {"text": ""}, {"messages": [{"role": "user", "content": "hi"}]})

@@ -23,6 +23,11 @@ for both modes; and a Markdown table (printed, and written to ``--table``): per 
 over seeds) the held-out accuracy before, halfway and after, and the paired after-minus-before difference
 with its 95 % interval (Newcombe's for paired proportions: the same episodes before and after).
 
+An equal wall-clock budget buys more steps on a faster machine, and sessions here get machines of unequal
+speed; to compare the reward modes step for step instead, ``--minutes 0 --steps N --no-peer`` gives every
+team run ``N`` steps whatever they take (with its own ``--records`` and ``--out``: the records of a
+wall-clock experiment would otherwise count as done).
+
 Run: ``python benchmarks/learning_cpu.py [--minutes 40] [--seeds 0 1 2] [--out runs/learning_cpu]``.
 Extra trainer options go after ``--``, e.g. ``-- --optim.lr 1e-4``.
 """
@@ -66,16 +71,24 @@ def trained_minutes(tags: Mapping[str, Mapping[int, float]]) -> float:
 
 
 def run_team(mode: str, seed: int, run: Path, args: argparse.Namespace) -> None:
-    """Train one team run (or finish it), its log appended to ``run.log`` beside it."""
-    left = args.minutes - (trained_minutes(scalars(run)) if run.is_dir() else 0.0)
+    """Train one team run (or finish it), its log appended to ``run.log`` beside it.
+
+    ``args.minutes`` > 0: a wall-clock budget (``run.max_minutes``, what is left of it on a resume); 0: a
+    step budget, ``args.steps`` steps whatever they take (the trainer's resume finishes the schedule).
+    """
     resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
-    if resume and left <= 0.05:
-        left = 0.05  # the budget is spent: one more step, then the final evaluation and the report
+    if args.minutes > 0:
+        left = args.minutes - (trained_minutes(scalars(run)) if run.is_dir() else 0.0)
+        if resume and left <= 0.05:
+            left = 0.05  # the budget is spent: one more step, then the final evaluation and the report
+        budget = f"{left:.1f} min"
+    else:
+        left, budget = 0.0, f"{args.steps} steps"  # run.max_minutes 0: no time limit
     command = [sys.executable, "-m", "mappa_train", *SETUPS[args.env]["config"], "--output-dir", str(run),
                "--env.reward_mode", mode, "--run.seed", str(seed), "--run.steps", str(args.steps),
                "--run.max_minutes", f"{left:.3f}", "--run.threads", str(args.threads), "--run.progress", "false",
                "--eval.every", str(args.eval_every), *(["--run.resume", "true"] if resume else []), *args.trainer_args]
-    print(f"{run.name}: {'resuming with' if resume else 'training for'} {left:.1f} min", flush=True)
+    print(f"{run.name}: {'resuming with' if resume else 'training for'} {budget}", flush=True)
     launch(command, run.with_suffix(".log"), args.threads)
 
 
@@ -351,8 +364,10 @@ def main() -> None:
     parser.add_argument("--env", choices=sorted(SETUPS), default="mathchat-v0")
     parser.add_argument("--modes", nargs="+", choices=["process", "outcome"], default=["process", "outcome"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--minutes", type=float, default=40.0, help="training minutes per run (evaluations not counted)")
-    parser.add_argument("--steps", type=int, default=200, help="run.steps: the schedule's length (the budget stops earlier)")
+    parser.add_argument("--minutes", type=float, default=40.0,
+                        help="training minutes per run (evaluations not counted); 0: a step budget of --steps instead")
+    parser.add_argument("--steps", type=int, default=200,
+                        help="run.steps: the schedule's length (a --minutes budget stops earlier)")
     parser.add_argument("--eval-every", type=int, default=8, help="evaluate held-out every this many steps")
     parser.add_argument("--heldout", type=int, default=64, help="held-out problems the peer evaluates (the team: eval.episodes)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="torch threads of each run")
@@ -367,6 +382,12 @@ def main() -> None:
     args = parser.parse_args()
     setup = SETUPS[args.env]
     peer = not args.no_peer and args.env == "mathchat-v0"
+    if args.minutes < 0 or args.steps < 1:
+        parser.error("--minutes must be >= 0 (0: a step budget) and --steps >= 1")
+    if args.minutes == 0 and peer:
+        # a team step costs several peer steps (docs/training.md), so equal steps would not be an equal budget
+        parser.error("--minutes 0 (a step budget) compares team runs with each other only: add --no-peer "
+                     "(the peer is compared on equal wall-clock)")
     out, records = args.out / args.env, args.records / args.env
     began = time.monotonic()
 

@@ -7,6 +7,7 @@ the records carry what the table says, and that mixing recipes within an arm is 
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -105,3 +106,50 @@ def test_a_record_says_how_fast_its_machine_was(bench):
     assert machine["threads"] == 1 and machine["cores"] >= 1 and machine["cpu"]
     # one thread of any CPU this runs on multiplies float32 matrices at well over 0.1 and under 10,000 GFLOP/s
     assert 0.1 < machine["matmul_gflops"] < 10_000
+
+
+def trainer_command(bench, monkeypatch, run: Path, **budget) -> list[str]:
+    """The ``python -m mappa_train`` command :func:`run_team` launches for ``run`` with ``budget``."""
+    launched = []
+    monkeypatch.setattr(bench, "launch", lambda command, log, threads: launched.append(list(command)))
+    args = argparse.Namespace(env="mathchat-v0", threads=2, eval_every=8, trainer_args=[], **budget)
+    bench.run_team("process", 1, run, args)
+    (command,) = launched
+    return command
+
+
+def option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_a_wall_clock_budget_is_the_runs_time_limit_and_a_step_budget_lifts_it(bench, monkeypatch, tmp_path):
+    fresh = tmp_path / "process-seed1"
+    timed = trainer_command(bench, monkeypatch, fresh, minutes=40.0, steps=200)
+    assert (option(timed, "--run.max_minutes"), option(timed, "--run.steps")) == ("40.000", "200")
+    stepped = trainer_command(bench, monkeypatch, fresh, minutes=0.0, steps=20)
+    # run.max_minutes 0 is the trainer's "no time limit": the 20 steps are the budget
+    assert (option(stepped, "--run.max_minutes"), option(stepped, "--run.steps")) == ("0.000", "20")
+    assert option(stepped, "--run.seed") == "1" and option(stepped, "--env.reward_mode") == "process"
+    assert "--run.resume" not in stepped
+
+
+def test_a_resumed_run_gets_what_is_left_of_its_minutes_or_the_rest_of_its_steps(bench, monkeypatch, tmp_path):
+    run = tmp_path / "process-seed1"
+    (run / "checkpoints" / "step-000005").mkdir(parents=True)
+    # 5 steps logged: 25 minutes of rollouts and 5 of updates
+    monkeypatch.setattr(bench, "scalars", lambda _: {"time/rollout_wall_s": {s: 300.0 for s in range(1, 6)},
+                                                      "time/update_s": {s: 60.0 for s in range(1, 6)}})
+    timed = trainer_command(bench, monkeypatch, run, minutes=40.0, steps=200)
+    assert option(timed, "--run.max_minutes") == "10.000" and option(timed, "--run.resume") == "true"
+    spent = trainer_command(bench, monkeypatch, run, minutes=30.0, steps=200)
+    assert option(spent, "--run.max_minutes") == "0.050"  # budget spent: one more step, then the final evaluation
+    # a step budget never turns into a time limit on a resume: the trainer finishes the schedule
+    stepped = trainer_command(bench, monkeypatch, run, minutes=0.0, steps=20)
+    assert option(stepped, "--run.max_minutes") == "0.000" and option(stepped, "--run.resume") == "true"
+
+
+def test_a_step_budget_refuses_the_peer_which_is_compared_on_equal_wall_clock(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--minutes", "0", "--steps", "20", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "add --no-peer" in done.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything ran

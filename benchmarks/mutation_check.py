@@ -176,8 +176,10 @@ MUTANTS = [
     # ------------------------------------------------------------------ mappa_train/trainer.py, sampler.py, config.py
     Mutant("T6", "mappa_train/trainer.py", "temperature=config.model.eval_temperature, top_p=1.0",
            "temperature=config.model.temperature, top_p=1.0", TRAINER, "evaluation samples at the training temperature"),
-    Mutant("T7", "mappa_train/trainer.py", "_scalar(writer, f\"agent/{agent}/reward\", np.mean([s.reward for s in scored]) if scored else None, step)",
-           "_scalar(writer, f\"agent/{agent}/reward\", np.mean([s.reward or 0.0 for s in mine]), step)", TRAINER,
+    # the per-step figures moved from the trainer's logging into report.step_figures (screen line and scalars)
+    Mutant("T7", "mappa_train/report.py", "unscored=len(mine) - len(rewards), reward=_mean(rewards),",
+           "unscored=len(mine) - len(rewards), reward=_mean([s.reward or 0.0 for s in mine]),",
+           ["tests/train/test_report.py", "tests/train/test_trainer_glue.py"],
            "the reward curve averages unscored actions in as 0"),
     Mutant("S1", "mappa_train/sampler.py", "\"draws\": self.draws}", "\"draws\": 0}", SAMPLER,
            "a restored sampler rotates its rounding differently"),

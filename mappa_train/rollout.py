@@ -6,7 +6,10 @@ The environments are driven through the standard AEC API only (``reset``, ``agen
 that agent, and ``infos[agent]["steps"]``, the step records.
 
 Each environment steps in a worker thread (its sandbox and its coach are slow, I/O-bound work), while
-the main thread generates. Episodes waiting for an action get them from one :meth:`TeamModel.generate`
+the main thread generates. An episode has two sides: :class:`EnvSlot`, the environment's, which takes
+specs and reply texts and answers with :class:`Turn` (plain data: the next request, or the final infos
+and outcome), and the driver's, which keeps the sampled tokens and pairs them with the rewards at the
+end; only plain data crosses between them, so the environment side can run in another process. Episodes waiting for an action get them from one :meth:`TeamModel.generate`
 call (one batched ``generate`` per parameter group); an episode still stepping gets a grace period of
 half a generation call to join that batch, after which generation starts without it and it keeps
 stepping meanwhile.
@@ -75,32 +78,53 @@ class EpisodeSpec:
     seed: int
 
 
-class _Episode:
-    """One environment playing one episode, advanced to its next request for an action."""
+@dataclass
+class Turn:
+    """Where an environment stands after a reset or a step, as plain data (it can cross a process boundary).
 
-    def __init__(self, env: Any, number: int, spec: EpisodeSpec):
-        self.env, self.number, self.spec = env, number, spec
-        self.samples: list[ActionSample] = []
+    ``request`` is ``(agent, messages, reply_prefix)`` while an agent waits for an action, else ``None``;
+    ``final`` holds each agent's final info once the episode is over (``step_rewards``, step records
+    without their workspaces) and ``outcome`` the graded outcome.
+    """
+
+    task_id: str
+    task_type: str
+    request: tuple[str, list[dict[str, str]], str] | None = None
+    final: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    outcome: Mapping[str, Any] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.request is None
+
+
+class EnvSlot:
+    """The environment's side of an episode: reset, step, and say what the next agent needs, nothing more.
+
+    It keeps no model output but the reply text it steps with, so what it returns is all the driver
+    needs to pair actions with rewards; a worker process can hold several of these.
+    """
+
+    def __init__(self, env: Any):
+        self.env = env
         self.final: dict[str, Mapping[str, Any]] = {}
-        self.request: tuple[str, list[dict[str, str]], str] | None = None  # agent, messages, reply prefix
+        self.request: tuple[str, list[dict[str, str]], str] | None = None
 
-    def start(self) -> _Episode:
-        self.env.reset(seed=self.spec.seed, options={"task_id": self.spec.task_id})
+    def start(self, spec: EpisodeSpec) -> Turn:
+        self.final, self.request = {}, None  # nothing of the slot's previous episode carries over
+        self.env.reset(seed=spec.seed, options={"task_id": spec.task_id})
         return self._advance()
 
-    def act(self, generation: Generation) -> _Episode:
-        agent, _, prefix = self.request
-        task = self.env.unwrapped.task
-        self.samples.append(ActionSample(
-            agent=agent, episode=self.number, task_id=task.id, task_type=task.task_type,
-            action_index=sum(s.agent == agent for s in self.samples), generation=generation,
-        ))
+    def step(self, reply: str) -> Turn:
+        """Step the waiting agent with ``reply`` (its prefix already included)."""
         self.request = None
-        self.env.step(prefix + generation.text)  # the prefix was prefilled: the reply is both
+        self.env.step(reply)
         return self._advance()
 
-    def _advance(self) -> _Episode:
+    def _advance(self) -> Turn:
         """Step past finished agents until an agent needs an action or the episode is over."""
+        from mappa_env.evaluation import episode_outcome
+
         env = self.env
         while env.agents:
             agent = env.agent_selection
@@ -110,32 +134,63 @@ class _Episode:
                 env.step(None)
                 continue
             self.request = (agent, list(info["messages"]), info.get("reply_prefix") or "")
-            return self
+            return self._turn()
+        task = env.unwrapped.task
+        final = {agent: {**info, "steps": [{k: v for k, v in step.items() if k != "workspace"}
+                                           for step in info.get("steps", [])]}
+                 for agent, info in self.final.items()}
+        return self._turn(final=final, outcome=episode_outcome(self.final, task))
+
+    def _turn(self, **done: Any) -> Turn:
+        task = self.env.unwrapped.task
+        return Turn(task.id, task.task_type, self.request, **done)
+
+
+class _Episode:
+    """The driver's side of one episode: the actions taken (with their tokens) and the turn it is at."""
+
+    def __init__(self, slot: EnvSlot, number: int, spec: EpisodeSpec):
+        self.slot, self.number, self.spec = slot, number, spec
+        self.samples: list[ActionSample] = []
+        self.turn: Turn | None = None
+
+    @property
+    def request(self) -> tuple[str, list[dict[str, str]], str] | None:
+        return None if self.turn is None else self.turn.request
+
+    def start(self) -> _Episode:
+        self.turn = self.slot.start(self.spec)
+        return self
+
+    def act(self, generation: Generation) -> _Episode:
+        agent, _, prefix = self.turn.request
+        self.samples.append(ActionSample(
+            agent=agent, episode=self.number, task_id=self.turn.task_id, task_type=self.turn.task_type,
+            action_index=sum(s.agent == agent for s in self.samples), generation=generation,
+        ))
+        self.turn = self.slot.step(prefix + generation.text)  # the prefix was prefilled: the reply is both
         return self
 
     @property
     def done(self) -> bool:
-        return self.request is None and not self.env.agents
+        return self.turn is not None and self.turn.done
 
     def result(self) -> EpisodeResult:
-        from mappa_env.evaluation import episode_outcome
-
-        task = self.env.unwrapped.task
-        outcome = episode_outcome(self.final, task)
+        turn = self.turn
         for agent in {s.agent for s in self.samples}:
             mine = [s for s in self.samples if s.agent == agent]
-            info = self.final.get(agent, {})
+            info = turn.final.get(agent, {})
             rewards, steps = list(info.get("step_rewards", [])), list(info.get("steps", []))
             if len(rewards) != len(mine) or len(steps) != len(mine):
                 raise RuntimeError(
-                    f"environment {type(self.env.unwrapped).__name__} reported {len(rewards)} step rewards and "
+                    f"environment {type(self.slot.env.unwrapped).__name__} reported {len(rewards)} step rewards and "
                     f"{len(steps)} step records for {agent}'s {len(mine)} actions; the per-action reward channel "
                     "(infos[agent]['step_rewards'] at termination) must hold one entry per action"
                 )
             for sample, reward, step in zip(mine, rewards, steps):
                 sample.reward = None if reward is None else float(reward)
-                sample.step = {k: v for k, v in step.items() if k != "workspace"}
-        return EpisodeResult(self.number, task.id, task.task_type, self.spec.seed, outcome, self.samples)
+                sample.step = step
+        return EpisodeResult(self.number, turn.task_id, turn.task_type, self.spec.seed, turn.outcome, self.samples)
 
 
 def collect(
@@ -163,7 +218,7 @@ def collect(
     times = RolloutTimes()
     started = time.perf_counter()
     queue = list(enumerate(episodes))
-    free = list(envs)
+    free = [EnvSlot(env) for env in envs]
     finished: dict[int, EpisodeResult] = {}
     busy: dict[futures.Future, _Episode] = {}
     ready: list[_Episode] = []
@@ -197,7 +252,7 @@ def collect(
                     if episode.done:
                         result = episode.result()
                         finished[result.episode] = result
-                        free.append(episode.env)
+                        free.append(episode.slot)
                         if on_episode:
                             on_episode(result)
                     else:

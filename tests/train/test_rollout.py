@@ -145,3 +145,31 @@ def test_a_reply_prefix_the_environment_offers_is_prefilled_and_sent_with_the_re
     others = [s for s in episode.samples if s.agent != "verifier"]
     assert others and all(s.step["action"] == "I checked it." for s in others)  # no prefix where none is offered
     assert all(not "".join(map(chr, s.generation.prompt_ids)).endswith(prefix) for s in others)
+
+
+def test_the_environment_side_of_an_episode_answers_in_plain_data_that_crosses_processes():
+    """An EnvSlot's turns survive pickling unchanged (a worker process can hold the environment), and a slot
+    reused for further episodes reports each episode's own actions only."""
+    import pickle
+
+    import mappa_env
+
+    from mappa_train.rollout import EnvSlot
+
+    slot = EnvSlot(mappa_env.make("mathchat-v0", split="heldout"))
+    first, second = (task.id for task in slot.env.unwrapped.tasks[:2])
+    for task_id in (first, second, first):
+        turns = [slot.start(EpisodeSpec(task_id, seed=0))]
+        while not turns[-1].done:
+            agent, _, prefix = turns[-1].request
+            turns.append(slot.step(prefix + ("```python\nprint(7)\n```" if agent == "code_executor" else r"\boxed{7}")))
+        assert [pickle.loads(pickle.dumps(turn)) for turn in turns] == turns
+        acted = [t.request[0] for t in turns[:-1]]
+        assert acted[0] == "problem_solver" and acted[-1] == "verifier" and "code_executor" in acted
+        assert {t.task_id for t in turns} == {task_id} and all(t.outcome is None for t in turns[:-1])
+        last = turns[-1]
+        assert last.outcome["task_id"] == task_id and last.outcome["answer"] == "7"
+        # one reward and one step record per action of each agent: this episode's only
+        assert {agent: len(info["step_rewards"]) for agent, info in last.final.items()} == \
+            {agent: acted.count(agent) for agent in set(acted)}
+        assert last.final["code_executor"]["steps"][0]["stdout"].strip() == "7"

@@ -107,6 +107,7 @@ class EnvSlot:
 
     def __init__(self, env: Any):
         self.env = env
+        self.name = type(env.unwrapped).__name__
         self.final: dict[str, Mapping[str, Any]] = {}
         self.request: tuple[str, list[dict[str, str]], str] | None = None
 
@@ -183,7 +184,7 @@ class _Episode:
             rewards, steps = list(info.get("step_rewards", [])), list(info.get("steps", []))
             if len(rewards) != len(mine) or len(steps) != len(mine):
                 raise RuntimeError(
-                    f"environment {type(self.slot.env.unwrapped).__name__} reported {len(rewards)} step rewards and "
+                    f"environment {self.slot.name} reported {len(rewards)} step rewards and "
                     f"{len(steps)} step records for {agent}'s {len(mine)} actions; the per-action reward channel "
                     "(infos[agent]['step_rewards'] at termination) must hold one entry per action"
                 )
@@ -206,7 +207,9 @@ def collect(
 ) -> tuple[list[EpisodeResult], RolloutTimes]:
     """Play ``episodes`` on ``envs`` (one episode per environment at a time) and return them in order.
 
-    ``envs`` are AEC environments of the same team; their number is the number of episodes in flight.
+    ``envs`` are AEC environments of the same team, or slots holding them elsewhere (an environment side with
+    :class:`EnvSlot`'s ``start``/``step``/``name``, e.g. :class:`mappa_train.ray_rollout.RemoteSlot`); their
+    number is the number of episodes in flight.
     ``on_episode`` is called (in the main thread) as each episode finishes, e.g. to advance a progress bar,
     and ``on_generate`` after each batched generation call with the running times (actions so far).
     ``seed`` is the root of the generation calls' seeds (the n-th call gets ``derive(seed, GENERATE_CALL, n)``):
@@ -218,7 +221,7 @@ def collect(
     times = RolloutTimes()
     started = time.perf_counter()
     queue = list(enumerate(episodes))
-    free = [EnvSlot(env) for env in envs]
+    free = [env if _is_slot(env) else EnvSlot(env) for env in envs]
     finished: dict[int, EpisodeResult] = {}
     busy: dict[futures.Future, _Episode] = {}
     ready: list[_Episode] = []
@@ -276,3 +279,8 @@ def collect(
                 on_generate(times)
     times.wall_s = time.perf_counter() - started
     return [finished[i] for i in range(len(episodes))], times
+
+
+def _is_slot(env: Any) -> bool:
+    """An environment side already (local or remote), not an AEC environment to wrap: AEC has no ``start``."""
+    return isinstance(env, EnvSlot) or (callable(getattr(env, "start", None)) and hasattr(env, "name"))

@@ -36,7 +36,7 @@ class EnvWorker:
         self.slots = [EnvSlot(mappa_env.make(env_id, **dict(env_kwargs))) for _ in range(count)]
 
     def name(self) -> str:
-        return type(self.slots[0].env.unwrapped).__name__
+        return self.slots[0].name
 
     def start(self, index: int, spec: EpisodeSpec) -> Turn:
         return self.slots[index].start(spec)

@@ -6,13 +6,15 @@ The environments are driven through the standard AEC API only (``reset``, ``agen
 that agent, and ``infos[agent]["steps"]``, the step records.
 
 Each environment steps in a worker thread (its sandbox and its coach are slow, I/O-bound work), while
-the main thread generates. An episode has two sides: :class:`EnvSlot`, the environment's, which takes
-specs and reply texts and answers with :class:`Turn` (plain data: the next request, or the final infos
-and outcome), and the driver's, which keeps the sampled tokens and pairs them with the rewards at the
-end; only plain data crosses between them, so the environment side can run in another process. Episodes waiting for an action get them from one :meth:`TeamModel.generate`
+the main thread generates. Episodes waiting for an action get them from one :meth:`TeamModel.generate`
 call (one batched ``generate`` per parameter group); an episode still stepping gets a grace period of
 half a generation call to join that batch, after which generation starts without it and it keeps
 stepping meanwhile.
+
+An episode has two sides: :class:`EnvSlot`, the environment's, which takes specs and reply texts and
+answers with :class:`Turn` (plain data: the next request, or the final infos and outcome), and the
+driver's, which keeps the sampled tokens and pairs them with the rewards at the end. Only plain data
+crosses between them, so the environment side can run in another process (``mappa_train.ray_rollout``).
 """
 
 from __future__ import annotations
@@ -108,17 +110,15 @@ class EnvSlot:
     def __init__(self, env: Any):
         self.env = env
         self.name = type(env.unwrapped).__name__
-        self.final: dict[str, Mapping[str, Any]] = {}
-        self.request: tuple[str, list[dict[str, str]], str] | None = None
+        self.final: dict[str, Mapping[str, Any]] = {}  # each finished agent's last info, this episode's
 
     def start(self, spec: EpisodeSpec) -> Turn:
-        self.final, self.request = {}, None  # nothing of the slot's previous episode carries over
+        self.final = {}  # nothing of the slot's previous episode carries over
         self.env.reset(seed=spec.seed, options={"task_id": spec.task_id})
         return self._advance()
 
     def step(self, reply: str) -> Turn:
         """Step the waiting agent with ``reply`` (its prefix already included)."""
-        self.request = None
         self.env.step(reply)
         return self._advance()
 
@@ -126,7 +126,7 @@ class EnvSlot:
         """Step past finished agents until an agent needs an action or the episode is over."""
         from mappa_env.evaluation import episode_outcome
 
-        env = self.env
+        env, task = self.env, self.env.unwrapped.task
         while env.agents:
             agent = env.agent_selection
             _, _, termination, truncation, info = env.last()
@@ -134,17 +134,11 @@ class EnvSlot:
                 self.final[agent] = info
                 env.step(None)
                 continue
-            self.request = (agent, list(info["messages"]), info.get("reply_prefix") or "")
-            return self._turn()
-        task = env.unwrapped.task
+            return Turn(task.id, task.task_type, request=(agent, list(info["messages"]), info.get("reply_prefix") or ""))
         final = {agent: {**info, "steps": [{k: v for k, v in step.items() if k != "workspace"}
                                            for step in info.get("steps", [])]}
                  for agent, info in self.final.items()}
-        return self._turn(final=final, outcome=episode_outcome(self.final, task))
-
-    def _turn(self, **done: Any) -> Turn:
-        task = self.env.unwrapped.task
-        return Turn(task.id, task.task_type, self.request, **done)
+        return Turn(task.id, task.task_type, final=final, outcome=episode_outcome(self.final, task))
 
 
 class _Episode:

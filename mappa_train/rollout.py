@@ -15,6 +15,11 @@ An episode has two sides: :class:`EnvSlot`, the environment's, which takes specs
 answers with :class:`Turn` (plain data: the next request, or the final infos and outcome), and the
 driver's, which keeps the sampled tokens and pairs them with the rewards at the end. Only plain data
 crosses between them, so the environment side can run in another process (``mappa_train.ray_rollout``).
+
+An environment side that lives in another process can lose it (:class:`WorkerLost`). The episode that was
+on it is played again from its start on another slot, once; lost a second time (or with no slot left),
+it is returned as failed (:attr:`EpisodeResult.lost`, no actions, an invalid outcome with the reason), so
+every episode asked for comes back and the losses are counted (:attr:`RolloutTimes.episodes_lost`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ from mappa_train import seeding
 from mappa_train.policy import Generation, TeamModel
 
 FIRST_GRACE_S = 5.0  # how long the first batch of a rollout waits for episodes still resetting
+RETRIES_AFTER_LOSS = 1  # times an episode lost with its worker is played again
+
+
+class WorkerLost(RuntimeError):
+    """The process holding an environment side died; the episode in flight on it is gone (not the run)."""
 
 
 @dataclass
@@ -51,7 +61,11 @@ class ActionSample:
 
 @dataclass
 class EpisodeResult:
-    """A finished episode: its actions in the order they were taken, and the graded outcome."""
+    """A finished episode: its actions in the order they were taken, and the graded outcome.
+
+    ``lost`` marks an episode whose worker died on every try: it has no actions and a failed outcome
+    whose ``reason`` says so.
+    """
 
     episode: int
     task_id: str
@@ -59,6 +73,7 @@ class EpisodeResult:
     seed: int
     outcome: Mapping[str, Any]
     samples: list[ActionSample]
+    lost: bool = False
 
 
 @dataclass
@@ -70,6 +85,8 @@ class RolloutTimes:
     wall_s: float = 0.0
     generate_calls: int = 0
     actions: int = 0
+    episodes_retried: int = 0  # played again after their worker died
+    episodes_lost: int = 0  # lost on every try: returned as failed
 
 
 @dataclass
@@ -209,6 +226,8 @@ def collect(
     ``seed`` is the root of the generation calls' seeds (the n-th call gets ``derive(seed, GENERATE_CALL, n)``):
     with one environment the actions depend on nothing else; with several, which episodes share a call
     depends on how fast each steps (thread timing), and so do the sampled actions.
+    A slot raising :class:`WorkerLost` takes no more episodes in this call; its episode is retried once
+    on another slot, then returned as lost (see the module docstring).
     """
     if not envs:
         raise ValueError("collect needs at least one environment")
@@ -220,6 +239,18 @@ def collect(
     busy: dict[futures.Future, _Episode] = {}
     ready: list[_Episode] = []
     calls = 0
+    tries: dict[int, int] = {}  # retries after a lost worker, per episode number
+    lost_to: dict[int, str] = {}  # the last loss of each episode that had one
+    task_types: dict[int, str] = {}  # what a lost episode's turns said of its task
+
+    def lose(number: int, spec: EpisodeSpec, reason: str) -> None:
+        task_type = task_types.get(number, "unknown")
+        outcome = {"valid": False, "reason": f"lost with its worker: {reason}", "metrics": {},
+                   "task_id": spec.task_id, "task_type": task_type}
+        finished[number] = result = EpisodeResult(number, spec.task_id, task_type, spec.seed, outcome, [], lost=True)
+        times.episodes_lost += 1
+        if on_episode:
+            on_episode(result)
 
     def timed(function: Callable[[], _Episode]) -> Callable[[], tuple[_Episode, float]]:
         def run() -> tuple[_Episode, float]:
@@ -230,6 +261,11 @@ def collect(
 
     with futures.ThreadPoolExecutor(max_workers=len(envs), thread_name_prefix="env") as pool:
         while queue or busy or ready:
+            if queue and not (free or busy or ready):  # every slot lost its worker: nothing can play the rest
+                for number, spec in queue:
+                    lose(number, spec, lost_to.get(number, "no environment left: every worker of this rollout died"))
+                queue = []
+                break
             while queue and free:
                 number, spec = queue.pop(0)
                 episode = _Episode(free.pop(), number, spec)
@@ -243,8 +279,20 @@ def collect(
                 if not done:
                     break
                 for future in done:
-                    episode, seconds = future.result()  # an environment that raises is broken infrastructure
-                    del busy[future]
+                    episode = busy.pop(future)
+                    try:
+                        episode, seconds = future.result()  # an environment that raises is broken infrastructure
+                    except WorkerLost as error:  # ... unless its process died: the slot sits out this rollout
+                        lost_to[episode.number] = str(error)
+                        if episode.turn is not None:
+                            task_types[episode.number] = episode.turn.task_type
+                        if tries.get(episode.number, 0) < RETRIES_AFTER_LOSS:
+                            tries[episode.number] = tries.get(episode.number, 0) + 1
+                            queue.insert(0, (episode.number, episode.spec))  # played again from its start
+                            times.episodes_retried += 1
+                        else:
+                            lose(episode.number, episode.spec, str(error))
+                        continue
                     times.environment_s += seconds
                     if episode.done:
                         result = episode.result()

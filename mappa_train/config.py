@@ -44,6 +44,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 Topology = Literal["shared", "lora", "separate"]
 Estimator = Literal["reinforce_pp", "grpo", "rloo"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+RolloutBackend = Literal["local", "ray"]
 TOPOLOGIES: tuple[str, ...] = get_args(Topology)
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 
@@ -147,6 +148,21 @@ class RolloutConfig:
     stratify: bool = option(True, "keep each step's balance of task types (each task's task_type) equal to the split's")
     mask_truncated: bool = option(False, "leave completions cut at max_new_tokens out of the loss (off, as in TRL: a cut "
                                    "completion still carries its reward, e.g. a low score for rambling)")
+    backend: RolloutBackend = option("local", "where the environments (sandboxes, coach calls) run: local (threads of "
+                                     "this process) or ray (Ray actors, pip install -e \".[ray]\"); generation stays "
+                                     "batched here either way")
+    workers: int = option(1, "Ray actors holding the environments between them (rollout.backend ray; at most the "
+                             "episodes in flight)")
+
+
+@dataclass
+class RayConfig:
+    """The Ray cluster of rollout.backend ray."""
+
+    address: str | None = option(None, "cluster to join ('auto', 'ray://head:10001'); null: start a local one for the "
+                                       "run and stop it at the end")
+    max_restarts: int = option(2, "times Ray restarts a worker that died (its episodes in flight are retried once, or "
+                                  "counted as failed)")
 
 
 @dataclass
@@ -222,6 +238,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -312,6 +329,17 @@ class TrainConfig:
              "(the trainer calibrates with its running bias monitor)")
         need(r.tasks_per_step >= 1 and r.samples_per_task >= 1 and r.envs_in_flight >= 1,
              "rollout.tasks_per_step, samples_per_task and envs_in_flight must be >= 1")
+        need(r.workers >= 1 and (r.backend == "local" or r.workers <= r.envs_in_flight),
+             f"rollout.workers must be >= 1 and <= rollout.envs_in_flight ({r.envs_in_flight}), got {r.workers}")
+        need(self.ray.max_restarts >= 0, f"ray.max_restarts must be >= 0, got {self.ray.max_restarts}")
+        if r.backend == "ray":
+            import importlib.util
+
+            need(importlib.util.find_spec("ray") is not None,
+                 "rollout.backend ray needs Ray: pip install -e \".[ray]\" (or use rollout.backend local)")
+            # the calibration is the driver's running bias monitor, read by the environments as they score
+            need(not self.coach_watch.calibrate, "coach_watch.calibrate needs rollout.backend local: the running "
+                 "monitor it reads lives in the trainer's process, not in the Ray workers")
         need(a.estimator == "reinforce_pp" or r.samples_per_task >= 2,
              f"algorithm.estimator {a.estimator} compares samples of the same task: set rollout.samples_per_task >= 2")
         need(a.kl_coef >= 0 and 0 < a.gamma <= 1 and 0 < a.clip_eps < 1,

@@ -206,7 +206,7 @@ def write_report(out: Path, config: Any, evaluations: Mapping[str, Any], *, fact
             + (f" in all ({_minutes(facts.process_s)} in this process, resumed at step {facts.resumed_at})."
                if facts.resumed_at and facts.process_s is not None else "."),
             f"- Coach that scored: {coach}.",
-            f"- Unscored training actions: {facts.unscored} of {facts.actions}.", ""]
+            f"- Unscored training actions: {facts.unscored} of {facts.actions}.", *_lost_line(scalars, evaluations), ""]
     for warning in run_warnings(evaluations, scorecard, scalars, facts) if warnings is None else warnings:
         text += [f"**{warning}**", ""]
     text += [f"Held-out evaluation ({config.eval.split} split):", "",
@@ -243,6 +243,18 @@ def first_and_last(scalars: Scalars, agents: Sequence[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------- curves.png
+def _lost_line(scalars: Scalars, evaluations: Mapping[str, Any]) -> list[str]:
+    """The report's line on episodes lost with their Ray worker (retried once, then counted as failed), if any."""
+    training = int(sum(value for _, value in scalars.get("rollout/episodes_lost", ())))
+    retried = int(sum(value for _, value in scalars.get("rollout/episodes_retried", ())))
+    evaluation = [f"{name} {result['summary']['lost_episodes']}" for name, result in evaluations.items()
+                  if result["summary"].get("lost_episodes")]
+    if not (training or retried or evaluation):
+        return []
+    return [f"- Episodes whose worker died: {retried} played again in training, {training} lost on every try "
+            f"(counted as failed, not trained on); lost in evaluation: {', '.join(evaluation) or 'none'}."]
+
+
 def plot_curves(path: Path, scorecard: Scorecard, evaluations: Mapping[str, Any], scalars: Scalars,
                 agents: Sequence[str]) -> Path | None:
     """Draw the run's curves into ``path`` (PNG) and return it; None (and no file) when there is nothing to draw.

@@ -26,6 +26,7 @@ from mappa_env.scorecard import scorecard_of
 
 from mappa_train.coach_watch import BiasWatch, UnscoredWatch, load_audit_set, probe_coach
 from mappa_train.config import TrainConfig, apply_threads
+from mappa_train.environments import Environments
 from mappa_train.learner import GroupStats, Optimisation, update
 from mappa_train.policy import TeamModel, export, group_state_dict, load_group_state_dict
 from mappa_train.report import RunFacts, StepFigures, read_scalars, run_warnings, step_figures, write_report
@@ -57,18 +58,18 @@ def train(config: TrainConfig) -> Path:
     coach = make_coach(config.env.coach, **config.env.coach_kwargs)  # one coach: shared cache, limits, statistics
     bias = BiasWatch.from_config(watch)  # over the whole run
     unscored = UnscoredWatch(warn_share=watch.warn_unscored_share, stop_after=watch.stop_after_unscored_steps)
-    envs: list[Any] = []
+    environments = Environments(config, coach)
     try:  # from here on, whatever fails closes the coach and the environments made so far
-        envs += make_envs(config, coach, split=config.env.split, count=config.rollout.envs_in_flight,
-                          calibration=bias.calibrate if watch.calibrate else None)
-        tasks = [(t.id, t.task_type) for t in envs[0].unwrapped.tasks]
+        training = environments.open(config.env.split, config.rollout.envs_in_flight,
+                                     calibration=bias.calibrate if watch.calibrate else None)
+        tasks = [(t.id, t.task_type) for t in training.local.unwrapped.tasks]
         if config.env.reward_mode != "outcome":  # in outcome mode the coach's scores are not the rewards
-            probe_coach(coach, env_id=config.env.id, agents=envs[0].possible_agents, task_id=tasks[0][0],
+            probe_coach(coach, env_id=config.env.id, agents=training.local.possible_agents, task_id=tasks[0][0],
                         task_type=tasks[0][1])
         if watch.audit_every:  # recorded once (or loaded), re-scored by this run's coach every audit_every steps
             bias.audit_set = load_audit_set(watch, env_id=config.env.id, split=config.eval.split,
                                             sandbox=config.env.sandbox, seed=config.run.seed)
-        team = TeamModel(envs[0].possible_agents, config.model, config.policy, seed=config.run.seed)
+        team = TeamModel(training.local.possible_agents, config.model, config.policy, seed=config.run.seed)
         sampler = TaskSampler(tasks, stratify=config.rollout.stratify, seed=config.run.seed)
         optimisation = Optimisation(team, config.optim, total_updates=config.run.steps * config.algorithm.updates_per_step)
 
@@ -97,7 +98,7 @@ def train(config: TrainConfig) -> Path:
             (out / "config.yaml").write_text(_yaml(config.to_dict()), encoding="utf-8")
 
         if config.eval.before and "before" not in evaluations:
-            evaluations["before"] = evaluate_team(team, config, coach, writer, step=0)
+            evaluations["before"] = evaluate_team(team, config, environments, writer, step=0)
 
         progress = _progress(config.run.steps, "training", unit="step", enabled=config.run.progress, initial=start_step)
         deadline = time.monotonic() + config.run.max_minutes * 60 if config.run.max_minutes else None
@@ -108,10 +109,14 @@ def train(config: TrainConfig) -> Path:
             specs = [EpisodeSpec(task_id, seed=seeding.derive(config.run.seed, seeding.EPISODE, step, i))
                      for i, task_id in enumerate(t for t in task_ids for _ in range(config.rollout.samples_per_task))]
             progress.set_description(f"step {step + 1}/{config.run.steps}: collecting")
-            episodes, times = collect(team, envs, specs, temperature=config.model.temperature, top_p=config.model.top_p,
+            episodes, times = collect(team, training.slots, specs, temperature=config.model.temperature, top_p=config.model.top_p,
                                       seed=seeding.derive(config.run.seed, seeding.ROLLOUT, step),
                                       on_generate=lambda t: progress.set_postfix(actions=t.actions))
             samples = [s for e in episodes for s in e.samples]
+            if times.episodes_retried or times.episodes_lost:
+                progress.write(f"warning: step {step + 1}: {times.episodes_retried} episodes played again after their "
+                               f"worker died, {times.episodes_lost} lost on every try (counted as failed, not trained on)",
+                               file=sys.stderr)
 
             # ---------------------------------------------------------------- advantages + update per agent
             progress.set_description(f"step {step + 1}/{config.run.steps}: updating")
@@ -129,7 +134,7 @@ def train(config: TrainConfig) -> Path:
             if bias.audit_due(step + 1):
                 bias_scalars.update(bias.audit(coach, step + 1))
             figures = log_step(writer, step + 1, team, episodes, samples, group_stats, times, update_s,
-                               coach_counters(coach, coach_carried), bias_scalars)
+                               coach_counters(environments.coach_snapshots(), coach_carried), bias_scalars)
             progress.write(figures.line(config.run.steps))
             if config.run.sample_every and (step + 1) % config.run.sample_every == 0:
                 writer.add_text("sample/trajectory", trajectory_text(episodes[0]), step + 1)
@@ -139,16 +144,16 @@ def train(config: TrainConfig) -> Path:
             last = step + 1 == config.run.steps or (deadline is not None and time.monotonic() >= deadline)
             if config.eval.every and (step + 1) % config.eval.every == 0 and not last:
                 began_evaluation = time.monotonic()
-                evaluations[f"step {step + 1}"] = evaluate_team(team, config, coach, writer, step=step + 1)
+                evaluations[f"step {step + 1}"] = evaluate_team(team, config, environments, writer, step=step + 1)
                 if deadline is not None:  # run.max_minutes counts training: an evaluation on the way is extra
                     deadline += time.monotonic() - began_evaluation
             if last and config.eval.after:
-                evaluations["after"] = evaluate_team(team, config, coach, writer, step=step + 1)
+                evaluations["after"] = evaluate_team(team, config, environments, writer, step=step + 1)
             if last or (config.run.checkpoint_every and (step + 1) % config.run.checkpoint_every == 0):
                 checkpoint.save(out / "checkpoints", step + 1, {
                     "parameters": {g: group_state_dict(team, g) for g in team.groups},
                     "optimisation": optimisation.state_dict(), "sampler": sampler.state_dict(),
-                    "evaluations": evaluations, "coach_counters": coach_counters(coach, coach_carried),  # evaluations' calls too
+                    "evaluations": evaluations, "coach_counters": coach_counters(environments.coach_snapshots(), coach_carried),  # evaluations' calls too
                     "bias_monitor": bias.state_dict(), "unscored": unscored.state_dict(), "config": config.to_dict(),
                     "wall_s": wall_carried + time.monotonic() - began_run,
                 })
@@ -162,43 +167,24 @@ def train(config: TrainConfig) -> Path:
         writer.close()  # the report reads every step back from the event files
         process_s = time.monotonic() - began_run
         facts = RunFacts(steps=steps_done, wall_s=wall_carried + process_s, coach=getattr(coach, "name", type(coach).__name__),
-                         agents=tuple(team.agents), code_agents=code_running_agents(envs[0]), actions=unscored.actions,
+                         agents=tuple(team.agents), code_agents=code_running_agents(training.local), actions=unscored.actions,
                          unscored=unscored.unscored, resumed_at=start_step, process_s=process_s)
         # the per-step curves are read back from the event files rather than kept in memory: they hold every
         # step logged, a resumed run's earlier ones too (the writer purged what a killed run logged after its
         # last checkpoint), so the report shows the whole history and the checkpoints carry nothing more
         scalars = read_scalars(out)
-        scorecard = scorecard_of(envs[0])
+        scorecard = scorecard_of(training.local)
         warnings = run_warnings(evaluations, scorecard, scalars, facts)
         write_report(out, config, evaluations, facts=facts, scorecard=scorecard,
                      coaching=[unscored.summary(), "", *bias.summary()], scalars=scalars, warnings=warnings)
         for warning in warnings:
             progress.write(f"{warning} (see {out / 'report.md'})", file=sys.stderr)
     finally:
-        for env in envs:
-            env.close()
-        close_coach(coach)
+        try:
+            environments.close()
+        finally:
+            close_coach(coach)
     return out
-
-
-def make_envs(config: TrainConfig, coach: Any, *, split: str, count: int, calibration: Any = None) -> list[Any]:
-    """``count`` environments of ``config.env`` on ``split``, all sharing ``coach`` (closed again if one fails),
-    with ``calibration`` as their ``reward_calibration`` when given."""
-    import mappa_env
-
-    kwargs = {"split": split, "coach": coach, "reward_mode": config.env.reward_mode, "sandbox": config.env.sandbox,
-              "exec_timeout_s": config.env.exec_timeout_s, **config.env.kwargs}
-    if calibration is not None:
-        kwargs["reward_calibration"] = calibration
-    envs: list[Any] = []
-    try:
-        for _ in range(count):
-            envs.append(mappa_env.make(config.env.id, **kwargs))
-    except BaseException:
-        for env in envs:
-            env.close()
-        raise
-    return envs
 
 
 def code_running_agents(env: Any) -> tuple[str, ...]:
@@ -210,18 +196,18 @@ def code_running_agents(env: Any) -> tuple[str, ...]:
     return tuple(r.name for r in roles if getattr(r, "runs_code", True))
 
 
-def coach_counters(coach: Any, carried: Mapping[str, Any]) -> dict[str, Any]:
-    """The coach's running totals over the whole run: this process's, plus those a resumed run carried over.
+def coach_counters(snapshots: Sequence[Mapping[str, Any]], carried: Mapping[str, Any]) -> dict[str, Any]:
+    """The coaches' running totals over the whole run: the sum of this process's coaches' ``snapshots`` (the
+    trainer's, and each Ray worker's), plus those a resumed run carried over.
 
-    Empty for a coach that keeps no statistics; ``cost_usd`` stays ``None`` (unknown) once any part is.
+    Empty when no coach keeps statistics; ``cost_usd`` stays ``None`` (unknown) once any part is.
     """
-    snapshot = coach.stats.snapshot() if hasattr(coach, "stats") else None
-    if not snapshot:
+    if not snapshots:
         return {}
     totals = {}
     for name in COACH_COUNTERS:
-        now, before = snapshot.get(name), carried.get(name, 0)
-        totals[name] = None if now is None or before is None else now + before
+        parts = [snapshot.get(name, 0) for snapshot in snapshots] + [carried.get(name, 0)]
+        totals[name] = None if any(part is None for part in parts) else sum(parts)
     return totals
 
 
@@ -258,6 +244,9 @@ def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[Episode
     for tag, value in bias_scalars.items():
         _scalar(writer, tag, value, step)
     tokens = sum(len(s.generation.completion_ids) for s in samples)
+    _scalar(writer, "rollout/episodes", sum(not e.lost for e in episodes), step)  # played to the end
+    _scalar(writer, "rollout/episodes_retried", times.episodes_retried, step)  # after their worker died
+    _scalar(writer, "rollout/episodes_lost", times.episodes_lost, step)  # lost on every try: counted as failed
     _scalar(writer, "time/generation_s", times.generation_s, step)
     _scalar(writer, "time/environment_s", times.environment_s, step)
     _scalar(writer, "time/rollout_wall_s", times.wall_s, step)
@@ -290,31 +279,28 @@ def trajectory_text(episode: EpisodeResult, limit: int = 1500) -> str:
 
 
 # ---------------------------------------------------------------------- evaluation
-def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any, *, step: int) -> dict[str, Any]:
+def evaluate_team(team: TeamModel, config: TrainConfig, environments: Environments, writer: Any, *,
+                  step: int) -> dict[str, Any]:
     """Play the evaluation split (one episode per task, or ``eval.episodes``) at the evaluation temperature.
 
     Episodes run through the same batched rollout as training, on environments of the evaluation
     split; the summary is the environment's scorecard's (:func:`scorecard_of`), so the numbers mean what
     ``python -m mappa_env evaluate`` reports. Each summary metric is logged as ``eval/<split>/<name>``.
     """
-    envs = make_envs(config, coach, split=config.eval.split, count=1)
-    try:
-        task_ids = [t.id for t in envs[0].unwrapped.tasks]
-        scorecard = scorecard_of(envs[0])
+    in_flight = config.eval.envs_in_flight or config.rollout.envs_in_flight
+    with environments.open(config.eval.split, lambda env: min(config.eval.episodes or len(env.unwrapped.tasks),
+                                                              in_flight)) as group:
+        task_ids = [t.id for t in group.local.unwrapped.tasks]
+        scorecard = scorecard_of(group.local)
         count = config.eval.episodes or len(task_ids)
-        in_flight = config.eval.envs_in_flight or config.rollout.envs_in_flight
-        envs += make_envs(config, coach, split=config.eval.split, count=min(count, in_flight) - 1)
         # no step in these seeds: every evaluation plays the same episodes, so they differ by the model only
         specs = [EpisodeSpec(task_ids[i % len(task_ids)], seed=seeding.derive(config.run.seed, seeding.EVAL_EPISODE, i))
                  for i in range(count)]
         bar = _progress(count, f"evaluating on {config.eval.split} ({'before training' if step == 0 else f'step {step}'})",
                         unit="episode", enabled=config.run.progress)
-        episodes, _ = collect(team, envs, specs, temperature=config.model.eval_temperature, top_p=1.0,
-                              seed=seeding.derive(config.run.seed, seeding.EVAL_ROLLOUT),
-                              on_episode=lambda _: bar.update(1), on_generate=lambda t: bar.set_postfix(actions=t.actions))
-    finally:
-        for env in envs:
-            env.close()
+        episodes, times = collect(team, group.slots, specs, temperature=config.model.eval_temperature, top_p=1.0,
+                                  seed=seeding.derive(config.run.seed, seeding.EVAL_ROLLOUT), on_episode=lambda _: bar.update(1),
+                                  on_generate=lambda t: bar.set_postfix(actions=t.actions))
     bar.close()
     summary = dict(scorecard.summarise([e.outcome for e in episodes]))
     for metric in scorecard.summary_metrics:
@@ -322,6 +308,7 @@ def evaluate_team(team: TeamModel, config: TrainConfig, coach: Any, writer: Any,
     samples = [s for e in episodes for s in e.samples]
     summary["unscored_actions"] = sum(s.reward is None for s in samples)  # said in the report
     summary["actions"] = len(samples)
+    summary["lost_episodes"] = times.episodes_lost  # counted as failed above; said in the report when any
     return {"step": step, "summary": summary, "episodes": [episode_record(e) for e in episodes]}
 
 

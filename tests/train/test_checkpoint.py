@@ -49,10 +49,14 @@ def test_the_coach_totals_of_a_resumed_run_go_on_from_the_checkpoints():
     coach.stats.count("unscored", "no score line")
     carried = {"calls": 7, "cache_hits": 2, "retries": 1, "unscored": 3, "prompt_tokens": 900, "completion_tokens": 90,
                "cost_usd": 1.25}
-    totals = coach_counters(coach, carried)
+    snapshots = [coach.stats.snapshot()]
+    totals = coach_counters(snapshots, carried)
     assert totals == {"calls": 8, "cache_hits": 2, "retries": 1, "unscored": 4, "prompt_tokens": 1000,
                       "completion_tokens": 100, "cost_usd": 1.75}
-    assert coach_counters(coach, {}) == {"calls": 1, "cache_hits": 0, "retries": 0, "unscored": 1, "prompt_tokens": 100,
-                                         "completion_tokens": 10, "cost_usd": 0.5}
-    assert coach_counters(coach, {**carried, "cost_usd": None})["cost_usd"] is None  # unknown stays unknown
-    assert coach_counters(object(), carried) == {}  # a coach without statistics (receipts) logs none
+    assert coach_counters(snapshots, {}) == {"calls": 1, "cache_hits": 0, "retries": 0, "unscored": 1, "prompt_tokens": 100,
+                                             "completion_tokens": 10, "cost_usd": 0.5}
+    assert coach_counters(snapshots, {**carried, "cost_usd": None})["cost_usd"] is None  # unknown stays unknown
+    # the Ray workers' coaches add up with the trainer's; one without a price makes the total unknown
+    assert coach_counters(snapshots * 3, carried)["calls"] == 10
+    assert coach_counters([*snapshots, {**snapshots[0], "cost_usd": None}], carried)["cost_usd"] is None
+    assert coach_counters([], carried) == {}  # a coach without statistics (receipts) logs none

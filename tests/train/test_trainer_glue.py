@@ -13,6 +13,7 @@ from ledger_env import AGENTS, UNSCORED, LedgerEnv, LedgerTeam, amount  # noqa: 
 from mappa_train.config import TrainConfig  # noqa: E402
 from mappa_train.learner import GroupStats  # noqa: E402
 from mappa_train.rollout import EpisodeSpec, collect  # noqa: E402
+from mappa_train.environments import Environments  # noqa: E402
 from mappa_train.trainer import evaluate_team, log_step  # noqa: E402
 
 
@@ -65,7 +66,7 @@ def test_evaluation_samples_at_the_evaluation_temperature_one_episode_per_task()
         "eval": {"split": "train", "episodes": None}, "rollout": {"envs_in_flight": 2}, "run": {"progress": False},
     }).validate()
     team, writer = Team(), Writer()
-    result = evaluate_team(team, config, None, writer, step=4)
+    result = evaluate_team(team, config, Environments(config, None), writer, step=4)
     assert team.temperatures and set(team.temperatures) == {0.3}
     assert result["step"] == 4 and result["summary"]["n_episodes"] == 2  # ledger/a and ledger/b
     assert writer.scalars["eval/train/success_rate"] == [(4, 1.0)]
@@ -80,6 +81,6 @@ def test_evaluation_batches_as_many_episodes_as_eval_envs_in_flight_says(eval_in
         "rollout": {"envs_in_flight": 1}, "run": {"progress": False},  # 0: evaluation runs as many as training
     }).validate()
     team = Team()
-    result = evaluate_team(team, config, None, Writer(), step=0)
+    result = evaluate_team(team, config, Environments(config, None), Writer(), step=0)
     assert max(team.calls) == widest_batch and result["summary"]["n_episodes"] == 4
     assert sum(team.calls) == sum(sum(plan.values()) for plan in ledger_env.PLANS.values()) * 2  # every action once

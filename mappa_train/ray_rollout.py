@@ -96,7 +96,10 @@ class RemoteSlot:
 
     def start(self, spec: EpisodeSpec) -> Turn:
         self.episode = uuid.uuid4().hex  # each try of an episode is its own: a retry is not a continuation
-        return self._call(self.actor.start, spec)
+        # a start sent while Ray restarts the actor would fail at once (ActorUnavailableError) and cost a whole
+        # episode try; a reset is safe to send again, so it waits for the restart (Ray stops retrying, and
+        # raises, once the actor is dead for good). Steps are never re-sent: a step is not safe to repeat.
+        return self._call(self.actor.start.options(max_task_retries=-1), spec)
 
     def step(self, reply: str) -> Turn:
         return self._call(self.actor.step, reply)

@@ -104,6 +104,18 @@ def test_a_worker_killed_mid_rollout_costs_no_episode_and_comes_back_for_the_nex
     assert not ray_processes()
 
 
+def test_a_rollout_begun_while_a_worker_restarts_waits_for_it_instead_of_losing_episodes():
+    """CI once saw the rollout after a kill lose both of the killed worker's episodes: its starts reached the actor
+    while Ray was still restarting it, which fails them at once. Here the kill comes right before the rollout."""
+    specs, local = specs_and_local_episodes(count_per_seed=2)
+    with RayEnvPool("mathchat-v0", {"split": "heldout"}, envs=2, workers=2) as pool:
+        ray.kill(pool.actors[0], no_restart=False)  # restarting (a new process, a new environment) for seconds
+        remote, times = collect(PromptTeam(), pool.slots, specs, temperature=1.0)
+        assert (times.episodes_retried, times.episodes_lost) == (0, 0)
+        assert played(remote) == played(local)
+    assert not ray_processes()
+
+
 def test_episodes_of_a_worker_gone_for_good_come_back_counted_as_failed():
     specs, _ = specs_and_local_episodes(count_per_seed=2)
     with RayEnvPool("mathchat-v0", {"split": "heldout"}, envs=1, workers=1) as pool:

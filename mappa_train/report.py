@@ -100,12 +100,28 @@ def step_figures(step: int, agents: Sequence[str], episodes: Sequence[Any], samp
 # ---------------------------------------------------------------------- the run's history
 def read_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar the run in ``directory`` logged, as ``{tag: [(step, value), ...]}`` (all of them: no
-    reservoir sampling; what a resumed run purged is gone)."""
-    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+    reservoir sampling; what a resumed run purged is gone).
 
-    events = EventAccumulator(str(directory), size_guidance={SCALARS: 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    The event files are read in the order they were begun (the wall time of their first event), not by name as
+    TensorBoard's ``EventAccumulator`` does: a file's name ends in its writer's process id and a per-process
+    counter, neither zero-padded, so a resume whose writer got counter 10 after one with 9 (or a higher
+    process id than the next) sorts first, and the steps it purged would be read back as the run's last.
+    A resumed writer's ``purge_step`` (a ``SessionLog.START`` event) drops the steps logged at or after it.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+    from tensorboard.util.tensor_util import make_ndarray
+
+    files = [list(EventFileLoader(str(path)).Load()) for path in Path(directory).glob("*tfevents*") if path.is_file()]
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted((events for events in files if events), key=lambda events: events[0].wall_time):
+        for event in events:
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                scalars = {tag: [(s, v) for s, v in points if s < event.step] for tag, points in scalars.items()}
+            for value in event.summary.value:  # scalars are tensors of the "scalars" plugin once loaded
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    scalars.setdefault(value.tag, []).append((event.step, float(make_ndarray(value.tensor))))
+    return {tag: points for tag, points in scalars.items() if points}
 
 
 def agent_curve(scalars: Scalars, agent: str, name: str) -> list[tuple[int, float]]:

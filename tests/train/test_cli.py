@@ -85,12 +85,10 @@ def test_the_tiny_config_trains_two_steps_and_leaves_logs_checkpoints_exports_an
 
 
 def _scalars(directory):
-    """Every scalar of a run as ``{tag: [(step, value), ...]}``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """Every scalar of a run as ``{tag: [(step, value), ...]}``, its event files in the order they were begun."""
+    from mappa_train.report import read_scalars
 
-    events = EventAccumulator(str(directory))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return read_scalars(directory)
 
 
 def _scalar_steps(directory):

@@ -147,7 +147,10 @@ def test_importing_the_trainer_does_not_load_matplotlib():
     assert "LOADED False" in out.stdout
 
 
-def test_the_history_read_back_from_the_event_files_is_the_resumed_runs_whole_history(tmp_path):
+@pytest.mark.parametrize("counters", [(1, 2), (9, 10), (99, 100)])
+def test_the_history_read_back_from_the_event_files_is_the_resumed_runs_whole_history(tmp_path, counters):
+    """A file's name ends in its writer's per-process counter, not zero-padded: CI once read a run resumed in the
+    same second by writer 10 after writer 9 in name order (10 first), and got the purged step 3 as the last."""
     pytest.importorskip("torch", reason="mappa_train needs torch (installed by the README's test line)")
     from torch.utils.tensorboard import SummaryWriter
 
@@ -157,10 +160,15 @@ def test_the_history_read_back_from_the_event_files_is_the_resumed_runs_whole_hi
     for step in (1, 2, 3):  # a run killed after logging step 3, whose last checkpoint is step 2
         first.add_scalar("agent/verifier/reward", step / 10, step)
     first.close()
+    (first_file,) = tmp_path.iterdir()
     resumed = SummaryWriter(str(tmp_path), purge_step=3)  # as train() opens it on --resume from step 2
     for step in (3, 4):
         resumed.add_scalar("agent/verifier/reward", 1 + step / 10, step)
     resumed.close()
+    # the names these two files get from a process whose earlier writers used the counters before them
+    (resumed_file,) = set(tmp_path.iterdir()) - {first_file}
+    for path, counter in zip((first_file, resumed_file), counters):
+        path.rename(tmp_path / f"events.out.tfevents.1796000000.host.4242.{counter}")
     assert read_scalars(tmp_path)["agent/verifier/reward"] == [(1, pytest.approx(0.1)), (2, pytest.approx(0.2)),
                                                                 (3, pytest.approx(1.3)), (4, pytest.approx(1.4))]
 

@@ -126,7 +126,7 @@ MUTANTS = [
            "        mine = list(samples)", LEARNER, "every agent trained on every agent's actions"),
     Mutant("L10", "mappa_train/learner.py", "stats = GroupStats(unscored=sum(s.reward is None for s in samples))",
            "stats = GroupStats(unscored=0)", LEARNER, "unscored actions are not counted"),
-    Mutant("L12", "mappa_train/learner.py", "        with team.reference() as reference:", "        with team.acting(group) as reference:",
+    Mutant("L12", "mappa_train/learner.py", "        with team.reference(group) as reference:", "        with team.acting(group) as reference:",
            LEARNER, "the reference is the acting policy: the KL penalty and kl_to_reference are always 0"),
     Mutant("L11", "mappa_train/learner.py", "minibatches = [order[i:: config.updates_per_step] for i in range(config.updates_per_step)]",
            "minibatches = [order[:: config.updates_per_step] for i in range(config.updates_per_step)]", LEARNER,

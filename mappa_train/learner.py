@@ -217,7 +217,7 @@ def _logprobs_without_grad(team: TeamModel, group: str, prompts, completions, mi
         if start >= reference_rows:
             continue
         rows = slice(start, min(start + micro, reference_rows))
-        with team.reference() as reference:
+        with team.reference(group) as reference:
             rp, _ = team.completion_logprobs(reference, prompts[rows], completions[rows])
         ref[rows, : rp.shape[1]] = rp.cpu()
     return old, ref, mask

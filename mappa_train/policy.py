@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +114,23 @@ def _tiny_random_model(tokenizer: Any, *, seed: int, dtype: torch.dtype) -> torc
 
 
 # ---------------------------------------------------------------------- the team
+def base_paths(agents: Sequence[str], model_config: ModelConfig) -> dict[str, str]:
+    """Each agent's base model: ``model.per_agent[agent]`` where given, else ``model.path``."""
+    unknown = sorted(set(model_config.per_agent) - set(agents))
+    if unknown:
+        raise ValueError(f"model.per_agent names {', '.join(unknown)}, not an agent of this team "
+                         f"({', '.join(agents)}); use the environment's agent ids")
+    return {agent: model_config.per_agent.get(agent, model_config.path) for agent in agents}
+
+
 class TeamModel:
     """The parameters of every agent under one topology, with batched generation and log-probabilities.
 
     ``seed`` is the root of the initialisation streams (``tiny-random``'s weights, the LoRA adapters):
-    see :mod:`mappa_train.seeding`. ``stop_ids`` are the token ids that end a turn.
+    see :mod:`mappa_train.seeding`. Agents may start from different base models (``model.per_agent``, a
+    *heterogeneous* team; ``lora`` and ``separate`` only): each base is a :class:`BaseModel` with its own
+    tokenizer, holding the adapters or models of the agents that start from it, so every agent's prompts,
+    tokens and reference policy are its own base's.
     """
 
     def __init__(self, agents: Sequence[str], model_config: ModelConfig, policy_config: PolicyConfig, *, seed: int = 0):
@@ -126,6 +138,141 @@ class TeamModel:
             raise ValueError("a team needs at least one agent")
         if policy_config.topology not in TOPOLOGIES:
             raise ValueError(f"policy.topology {policy_config.topology!r}: use one of {', '.join(TOPOLOGIES)}")
+        self.agents = list(agents)
+        self.topology = policy_config.topology
+        self.model_config = model_config
+        paths = base_paths(self.agents, model_config)
+        if self.topology == "shared" and len(set(paths.values())) > 1:
+            raise ValueError("policy.topology shared gives every agent one model: model.per_agent (a different base per "
+                             "agent) needs policy.topology lora or separate")
+        self.bases = [BaseModel([a for a in self.agents if paths[a] == path], replace(model_config, path=path, per_agent={}),
+                                policy_config, seed=seed)
+                      for path in dict.fromkeys(paths.values())]
+        self._base_of = {agent: base for base in self.bases for agent in base.agents}
+
+    # ------------------------------------------------------------------ groups
+    @property
+    def groups(self) -> list[str]:
+        """The parameter groups, one optimiser each."""
+        return [SHARED] if self.topology == "shared" else list(self.agents)
+
+    def group_of(self, agent: str) -> str:
+        if agent not in self.agents:
+            raise KeyError(f"unknown agent {agent!r}; the team is {', '.join(self.agents)}")
+        return SHARED if self.topology == "shared" else agent
+
+    def base_of(self, agent_or_group: str | None = None) -> BaseModel:
+        """The base an agent (or its group) starts from; ``None``: the team's only base."""
+        if agent_or_group is None or agent_or_group == SHARED:
+            if len(self.bases) > 1:
+                raise ValueError("this team's agents start from different base models (model.per_agent): name the agent")
+            return self.bases[0]
+        self.group_of(agent_or_group)  # an unknown agent is a KeyError that names the team
+        return self._base_of[agent_or_group]
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer of a team on one base (:meth:`base_of` gives each agent's in a heterogeneous team)."""
+        return self.base_of().tokenizer
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """The token ids that end a turn, for a team on one base."""
+        return self.base_of().stop_ids
+
+    def trainable_parameters(self, group: str) -> list[torch.nn.Parameter]:
+        """The parameters ``group``'s optimiser updates (and nothing of any other group)."""
+        return self.base_of(group).trainable_parameters(group)
+
+    def module(self, group: str) -> torch.nn.Module:
+        """The module holding ``group``'s trainable parameters: its base's peft model (``lora``), or its own model."""
+        return self.base_of(group).module(group)
+
+    def acting(self, group: str) -> contextlib.AbstractContextManager[torch.nn.Module]:
+        """The module that acts (and learns) as ``group``: its adapter active, or its own model."""
+        return self.base_of(group).acting(group)
+
+    def reference(self, group: str | None = None) -> contextlib.AbstractContextManager[torch.nn.Module]:
+        """The frozen reference policy of ``group`` (``None``: the team's only base): its base, adapters disabled, or
+        the initial model."""
+        return self.base_of(group).reference()
+
+    # ------------------------------------------------------------------ prompts and generation
+    def encode_prompt(self, messages: Sequence[dict[str, str]], reply_prefix: str = "", *,
+                      agent: str | None = None) -> list[int]:
+        """``agent``'s base's chat-template token ids of ``messages`` (see :meth:`BaseModel.encode_prompt`)."""
+        return self.base_of(agent).encode_prompt(messages, reply_prefix)
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[tuple[str, list[int]]], *, temperature: float, top_p: float = 1.0,
+                 max_new_tokens: int | None = None, seed: int | None = None) -> list[Generation]:
+        """Generate one action per ``(agent, prompt_ids)``: one batched call per parameter group.
+
+        ``temperature=0`` decodes greedily. Results come back in the order of ``requests``. With a
+        ``seed``, each group samples from its own stream of it (``derive(seed, GROUP, group)``), in a
+        forked random state: the same seed gives the same actions, groups with the same weights still
+        draw different ones, and the caller's torch random state is left as it was. Without one,
+        sampling draws from torch's global random state.
+        """
+        max_new_tokens = max_new_tokens or self.model_config.max_new_tokens
+        by_group: dict[str, list[int]] = {}
+        for index, (agent, _) in enumerate(requests):
+            by_group.setdefault(self.group_of(agent), []).append(index)
+        results: list[Generation | None] = [None] * len(requests)
+        for group, indices in by_group.items():
+            base = self.base_of(group)
+            with base.acting(group) as model, base.sampling_rng(seed, group):
+                model.eval()
+                batch = [requests[i] for i in indices]
+                for index, generation in zip(indices, base.generate_batch(model, batch, temperature, top_p, max_new_tokens)):
+                    results[index] = generation
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ log-probabilities
+    def completion_logprobs(self, model: torch.nn.Module, prompts: Sequence[list[int]],
+                            completions: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities of each completion's tokens given its prompt under ``model``: ``([B, T], mask [B, T])``.
+
+        Rows are right-padded; differentiable when called with grad enabled. Padding is masked out of the
+        attention and of the result (token id 0 fills it: any id of the model's vocabulary would do, so one
+        function serves every base of a heterogeneous team).
+        """
+        if any(len(c) == 0 for c in completions):
+            raise ValueError("an empty completion has no tokens to score")
+        sequences = [list(p) + list(c) for p, c in zip(prompts, completions)]
+        width = max(len(s) for s in sequences)
+        device = next(model.parameters()).device
+        input_ids = torch.zeros((len(sequences), width), dtype=torch.long)
+        attention = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            input_ids[row, : len(sequence)] = torch.tensor(sequence)
+            attention[row, : len(sequence)] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        # logits at position i predict token i + 1; only positions from the shortest prompt's last token on
+        # are needed: skipping the prompts' logits saves the vocabulary projection and softmax over them
+        first = min(len(p) for p in prompts) - 1
+        logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=width - first).logits[:, :-1].float()
+        targets = input_ids[:, first + 1:, None]
+        token_logprobs = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        longest = max(len(c) for c in completions)
+        out = torch.zeros((len(sequences), longest), dtype=token_logprobs.dtype, device=device)
+        mask = torch.zeros((len(sequences), longest), dtype=torch.float32, device=device)
+        for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+            start = len(prompt) - 1 - first
+            out[row, : len(completion)] = token_logprobs[row, start: start + len(completion)]
+            mask[row, : len(completion)] = 1.0
+        return out, mask
+
+
+class BaseModel:
+    """One base model and its tokenizer, with the team's agents that start from it, under the team's topology.
+
+    ``lora``: the frozen base wrapped by peft with one adapter per agent (the reference is the base with
+    adapters disabled). ``separate``: one full copy per agent plus one frozen reference. ``shared``: the
+    base itself is the one group's model.
+    """
+
+    def __init__(self, agents: Sequence[str], model_config: ModelConfig, policy_config: PolicyConfig, *, seed: int = 0):
         self.agents = list(agents)
         self.topology = policy_config.topology
         self.model_config = model_config
@@ -149,27 +296,17 @@ class TeamModel:
             for model in self._models.values():
                 model.requires_grad_(True)
 
-    # ------------------------------------------------------------------ groups
-    @property
-    def groups(self) -> list[str]:
-        """The parameter groups, one optimiser each."""
-        return [SHARED] if self.topology == "shared" else list(self.agents)
-
-    def group_of(self, agent: str) -> str:
-        if agent not in self.agents:
-            raise KeyError(f"unknown agent {agent!r}; the team is {', '.join(self.agents)}")
-        return SHARED if self.topology == "shared" else agent
-
     def trainable_parameters(self, group: str) -> list[torch.nn.Parameter]:
-        """The parameters ``group``'s optimiser updates (and nothing of any other group)."""
         if self.topology == "lora":
             marker = f".{group}."
             return [p for name, p in self._peft.named_parameters() if "lora_" in name and marker in name]
         return list(self._models[group].parameters())
 
+    def module(self, group: str) -> torch.nn.Module:
+        return self._peft if self.topology == "lora" else self._models[group]
+
     @contextlib.contextmanager
     def acting(self, group: str) -> Iterator[torch.nn.Module]:
-        """The module that acts (and learns) as ``group``: its adapter active, or its own model."""
         if self.topology == "lora":
             self._peft.set_adapter(group)  # also makes only this adapter's weights require grad
             yield self._peft
@@ -178,14 +315,16 @@ class TeamModel:
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:
-        """The frozen reference policy: the base with adapters disabled, or the initial model."""
         if self.topology == "lora":
             with self._peft.disable_adapter():
                 yield self._peft
         else:
             yield self._reference
 
-    # ------------------------------------------------------------------ prompts
+    def base_module(self) -> torch.nn.Module:
+        """The base's own weights (for ``lora``, with peft's LoRA layers in it: see :func:`_base_state_dict`)."""
+        return self._peft.get_base_model() if self.topology == "lora" else self._reference
+
     def encode_prompt(self, messages: Sequence[dict[str, str]], reply_prefix: str = "") -> list[int]:
         """Chat-template token ids of ``messages`` plus the assistant opening, cut to ``max_prompt_tokens``.
 
@@ -205,37 +344,12 @@ class TeamModel:
             ids = ids[:head] + ids[len(ids) - (limit - head):]
         return list(ids) + (self.tokenizer.encode(reply_prefix, add_special_tokens=False) if reply_prefix else [])
 
-    # ------------------------------------------------------------------ generation
-    @torch.no_grad()
-    def generate(self, requests: Sequence[tuple[str, list[int]]], *, temperature: float, top_p: float = 1.0,
-                 max_new_tokens: int | None = None, seed: int | None = None) -> list[Generation]:
-        """Generate one action per ``(agent, prompt_ids)``: one batched call per parameter group.
-
-        ``temperature=0`` decodes greedily. Results come back in the order of ``requests``. With a
-        ``seed``, each group samples from its own stream of it (``derive(seed, GROUP, group)``), in a
-        forked random state: the same seed gives the same actions, groups with the same weights still
-        draw different ones, and the caller's torch random state is left as it was. Without one,
-        sampling draws from torch's global random state.
-        """
-        max_new_tokens = max_new_tokens or self.model_config.max_new_tokens
-        by_group: dict[str, list[int]] = {}
-        for index, (agent, _) in enumerate(requests):
-            by_group.setdefault(self.group_of(agent), []).append(index)
-        results: list[Generation | None] = [None] * len(requests)
-        for group, indices in by_group.items():
-            with self.acting(group) as model, self._sampling_rng(seed, group):
-                model.eval()
-                batch = [requests[i] for i in indices]
-                for index, generation in zip(indices, self._generate_batch(model, batch, temperature, top_p, max_new_tokens)):
-                    results[index] = generation
-        return results  # type: ignore[return-value]
-
-    def _sampling_rng(self, seed: int | None, group: str) -> contextlib.AbstractContextManager:
+    def sampling_rng(self, seed: int | None, group: str) -> contextlib.AbstractContextManager:
         if seed is None:
             return contextlib.nullcontext()
         return seeding.torch_rng(seeding.derive(seed, seeding.GROUP, group), self.device)
 
-    def _generate_batch(self, model: torch.nn.Module, batch: Sequence[tuple[str, list[int]]], temperature: float,
+    def generate_batch(self, model: torch.nn.Module, batch: Sequence[tuple[str, list[int]]], temperature: float,
                         top_p: float, max_new_tokens: int) -> list[Generation]:
         pad = self.tokenizer.pad_token_id
         width = max(len(ids) for _, ids in batch)
@@ -275,39 +389,6 @@ class TeamModel:
                 from_policy=temperature == 1.0 and top_p >= 1.0,
             ))
         return generations
-
-    # ------------------------------------------------------------------ log-probabilities
-    def completion_logprobs(self, model: torch.nn.Module, prompts: Sequence[list[int]],
-                            completions: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probabilities of each completion's tokens given its prompt: ``([B, T], mask [B, T])``.
-
-        Rows are right-padded; differentiable when called with grad enabled.
-        """
-        if any(len(c) == 0 for c in completions):
-            raise ValueError("an empty completion has no tokens to score")
-        sequences = [list(p) + list(c) for p, c in zip(prompts, completions)]
-        width = max(len(s) for s in sequences)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            input_ids[row, : len(sequence)] = torch.tensor(sequence)
-            attention[row, : len(sequence)] = 1
-        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
-        # logits at position i predict token i + 1; only positions from the shortest prompt's last token on
-        # are needed: skipping the prompts' logits saves the vocabulary projection and softmax over them
-        first = min(len(p) for p in prompts) - 1
-        logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=width - first).logits[:, :-1].float()
-        targets = input_ids[:, first + 1:, None]
-        token_logprobs = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-        longest = max(len(c) for c in completions)
-        out = torch.zeros((len(sequences), longest), dtype=token_logprobs.dtype, device=self.device)
-        mask = torch.zeros((len(sequences), longest), dtype=torch.float32, device=self.device)
-        for row, (prompt, completion) in enumerate(zip(prompts, completions)):
-            start = len(prompt) - 1 - first
-            out[row, : len(completion)] = token_logprobs[row, start: start + len(completion)]
-            mask[row, : len(completion)] = 1.0
-        return out, mask
 
 
 def end_of_turn_ids(tokenizer: Any, generation_config: Any) -> tuple[int, ...]:
@@ -360,13 +441,13 @@ def _with_adapters(base: torch.nn.Module, policy_config: PolicyConfig, agents: S
 # ---------------------------------------------------------------------- saving
 def group_state_dict(team: TeamModel, group: str) -> dict[str, torch.Tensor]:
     """The trainable tensors of ``group`` by name (what a checkpoint must hold to restore it)."""
-    module = team._peft if team.topology == "lora" else team._models[group]
+    module = team.module(group)
     wanted = {id(p) for p in team.trainable_parameters(group)}
     return {name: p.detach().cpu().clone() for name, p in module.named_parameters() if id(p) in wanted}
 
 
 def load_group_state_dict(team: TeamModel, group: str, state: dict[str, torch.Tensor]) -> None:
-    module = team._peft if team.topology == "lora" else team._models[group]
+    module = team.module(group)
     parameters = dict(module.named_parameters())
     missing = sorted(set(state) - set(parameters))
     if missing:
@@ -394,6 +475,10 @@ def export(team: TeamModel, directory: Path, *, include_base: bool | None = None
     * ``base/`` (``_base/`` if an agent is called ``base``): the exact base, in Hugging Face format, for
       adapters only, when ``include_base`` is true or, by default, when its weights take under 64 MiB.
 
+    A heterogeneous team (``model.per_agent``) writes one such record per agent under ``per_agent`` in
+    ``base_model.json`` (``load_exported_base(FINAL, agent=...)`` reads it) and its bases' copies under
+    ``_bases/<n>/``; each agent's directory holds its own base's tokenizer.
+
     Why name the base rather than copy it: a peft user expects an adapter to be a few megabytes that
     names its base, as on the hub, and ``PeftModel.from_pretrained(base, adapter_dir)`` takes any base
     they load; copying SmolLM2's 540 MB into every run would double each run's size for a base that
@@ -401,44 +486,48 @@ def export(team: TeamModel, directory: Path, *, include_base: bool | None = None
     exists nowhere else (it is drawn from a seed) and is small, so it is copied.
     """
     import json
+    import shutil
 
     from mappa_env.hf_models import BASE_MODEL_FILE, base_reference
 
     directory.mkdir(parents=True, exist_ok=True)
-    reference = base_reference(team.model_config.path)
-    base_name = reference["hub_id"] or reference["name"]
     written = []
     for agent in team.agents:
-        target = directory / agent
+        target, base = directory / agent, team.base_of(agent)
         if team.topology == "lora":
-            team._peft.save_pretrained(directory / "_adapters", selected_adapters=[agent])
+            base.module(agent).save_pretrained(directory / "_adapters", selected_adapters=[agent])
             saved = directory / "_adapters" / agent if (directory / "_adapters" / agent).exists() else directory / "_adapters"
             saved.rename(target)
-            _set_adapter_base(target, base_name)
+            reference = base_reference(base.model_config.path)
+            _set_adapter_base(target, reference["hub_id"] or reference["name"])
+            shutil.rmtree(directory / "_adapters", ignore_errors=True)
         else:
-            team._models[team.group_of(agent)].save_pretrained(target)
-        team.tokenizer.save_pretrained(target)
+            base.module(team.group_of(agent)).save_pretrained(target)
+        base.tokenizer.save_pretrained(target)
         written.append(target)
-    if (directory / "_adapters").exists():
-        import shutil
-
-        shutil.rmtree(directory / "_adapters")
-    weights = None
-    base = team._peft.get_base_model() if team.topology == "lora" else team._reference
-    if team.topology == "lora":
-        state = _base_state_dict(base)
-        if include_base or (include_base is None and sum(t.numel() * t.element_size() for t in state.values()) < BASE_COPY_LIMIT_BYTES):
-            weights = "_base" if "base" in team.agents else "base"
-            base.save_pretrained(directory / weights, state_dict=state)
-            team.tokenizer.save_pretrained(directory / weights)
+    records = []
+    for index, base in enumerate(team.bases):
+        weights = None
+        if team.topology == "lora":
+            state = _base_state_dict(base.base_module())
+            if include_base or (include_base is None and sum(t.numel() * t.element_size() for t in state.values()) < BASE_COPY_LIMIT_BYTES):
+                weights = ("_base" if "base" in team.agents else "base") if len(team.bases) == 1 else f"_bases/{index}"
+                base.base_module().save_pretrained(directory / weights, state_dict=state)
+                base.tokenizer.save_pretrained(directory / weights)
+        records.append({**base_reference(base.model_config.path),
+                        "dtype": str(next(base.base_module().parameters()).dtype).removeprefix("torch."), "weights": weights})
     how = ("from mappa_env.hf_models import load_exported_base; from peft import PeftModel; "
-           "tokenizer, base = load_exported_base(FINAL); model = PeftModel.from_pretrained(base, f'{FINAL}/<agent>')"
+           f"tokenizer, base = load_exported_base(FINAL{'' if len(team.bases) == 1 else ', agent=AGENT'}); "
+           "model = PeftModel.from_pretrained(base, f'{FINAL}/<agent>')"
            if team.topology == "lora" else
            "from transformers import AutoModelForCausalLM; model = AutoModelForCausalLM.from_pretrained(f'{FINAL}/<agent>')")
-    (directory / BASE_MODEL_FILE).write_text(json.dumps({
-        **reference, "dtype": str(next(base.parameters()).dtype).removeprefix("torch."), "weights": weights,
-        "how_to_load": how + "  # FINAL: this directory (docs/training.md, Load your trained agents)",
-    }, indent=2) + "\n")
+    how += "  # FINAL: this directory (docs/training.md, Load your trained agents)"
+    if len(team.bases) == 1:
+        record = {**records[0], "how_to_load": how}
+    else:  # a heterogeneous team: each agent's own base
+        record = {"per_agent": {agent: records[team.bases.index(team.base_of(agent))] for agent in team.agents},
+                  "how_to_load": how}
+    (directory / BASE_MODEL_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return written
 
 

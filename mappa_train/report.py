@@ -214,7 +214,9 @@ def write_report(out: Path, config: Any, evaluations: Mapping[str, Any], *, fact
     steps = facts.steps
     text = [f"# Training report: {out.name}", "",
             f"{steps} step{'' if steps == 1 else 's'} of {config.algorithm.estimator} on {config.env.id} ({config.env.split} split), "
-            f"{config.policy.topology} policies from {config.model.path}, coach {coach}, "
+            f"{config.policy.topology} policies from {config.model.path}"
+            + "".join(f" ({agent} from {path})" for agent, path in config.model.per_agent.items())
+            + f", coach {coach}, "
             f"reward {config.env.reward_mode}"
             + (f" (stopped by run.max_minutes = {config.run.max_minutes:g} before run.steps = {config.run.steps})."
                if steps < config.run.steps else "."), "",

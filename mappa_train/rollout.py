@@ -306,7 +306,7 @@ def collect(
                     break  # start the next episodes before generating
             if not ready:
                 continue
-            requests = [(ep.request[0], team.encode_prompt(ep.request[1], ep.request[2])) for ep in ready]
+            requests = [(ep.request[0], team.encode_prompt(ep.request[1], ep.request[2], agent=ep.request[0])) for ep in ready]
             begin = time.perf_counter()
             generations = team.generate(requests, temperature=temperature, top_p=top_p,
                                         seed=seeding.derive(seed, seeding.GENERATE_CALL, calls))

@@ -102,7 +102,7 @@ class LedgerTeam:
         self.calls: list[int] = []  # batch size of each generate call
         self.temperatures: list[float] = []  # and its sampling temperature
 
-    def encode_prompt(self, messages, reply_prefix=""):
+    def encode_prompt(self, messages, reply_prefix="", *, agent=None):
         return [ord(c) for c in messages[-1]["content"]]
 
     def generate(self, requests, *, temperature, top_p=1.0, seed=None):

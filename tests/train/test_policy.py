@@ -54,7 +54,7 @@ def test_recorded_log_probs_are_the_policy_log_probs_of_exactly_the_generated_to
 def test_an_action_that_ends_its_turn_keeps_the_end_of_turn_token_it_is_trained_on(lora_team):
     """A reply ends with the end-of-turn token: it is part of the action (the model must learn when to stop)."""
     eos = lora_team.tokenizer.eos_token_id
-    head = next(m for name, m in lora_team._peft.named_modules() if name.endswith("lm_head"))
+    head = next(m for name, m in lora_team.module("modeler").named_modules() if name.endswith("lm_head"))
 
     def likes_to_stop(module, inputs, logits):  # part of the model: the policy itself prefers to stop
         logits[..., eos] += 11.0
@@ -103,7 +103,7 @@ def test_a_turn_ends_at_every_end_of_turn_token_the_checkpoint_declares(tmp_path
     saved_tiny_random(tmp_path, eos_token_id=[eos, other] if declared == "list" else other)
     subject = team("separate", path=str(tmp_path))
     assert subject.stop_ids == (eos, other)
-    model = subject._models["modeler"]
+    model = subject.module("modeler")
 
     def likes_the_other_stop(module, inputs, logits):
         logits[..., other] += 11.0
@@ -199,7 +199,7 @@ def test_each_parameter_group_samples_its_own_stream_of_the_seed(lora_team):
     """Adapters start equal (LoRA B = 0): with one random stream for all, every agent would say the same."""
     prompt = lora_team.encode_prompt(MESSAGES)
     for agent in ("data_engineer", "analyst"):  # untouched by the other tests: still the base
-        lora_b = [p for name, p in lora_team._peft.named_parameters() if f"lora_B.{agent}." in name]
+        lora_b = [p for name, p in lora_team.module(agent).named_parameters() if f"lora_B.{agent}." in name]
         assert lora_b and not any(bool(p.any()) for p in lora_b)
     first, second = lora_team.generate([("data_engineer", prompt), ("analyst", prompt)], temperature=1.0, seed=5)
     assert first.completion_ids != second.completion_ids

@@ -25,7 +25,7 @@ from mappa_train.rollout import EpisodeSpec, collect  # noqa: E402
 class PromptTeam:
     """Replies that depend on the prompt alone: the executor prints a number read off its prompt, the others box it."""
 
-    def encode_prompt(self, messages, reply_prefix=""):
+    def encode_prompt(self, messages, reply_prefix="", *, agent=None):
         return [ord(c) for c in messages[-1]["content"] + reply_prefix]
 
     def generate(self, requests, *, temperature, top_p=1.0, seed=None):

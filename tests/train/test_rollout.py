@@ -123,7 +123,7 @@ def test_a_reply_prefix_the_environment_offers_is_prefilled_and_sent_with_the_re
     class PrefillingTeam:
         """Encodes a prompt as its last message's characters plus the prefix's, and completes the box."""
 
-        def encode_prompt(self, messages, reply_prefix=""):
+        def encode_prompt(self, messages, reply_prefix="", *, agent=None):
             return [ord(c) for c in messages[-1]["content"] + reply_prefix]
 
         def generate(self, requests, *, temperature, top_p=1.0, seed=None):

@@ -9,7 +9,9 @@ shows that bound (the 1-worker rate times min(workers, cores)) and the efficienc
 row, as its baseline, the ``local`` backend (threads of this process) with as many environments in flight.
 
 Workers are started (and their environments warmed with one untimed episode each) before the clock
-starts; the actor start-up is printed separately.
+starts; the actor start-up is printed separately. "cores busy" is the whole machine's CPU use during the
+timed rollout (``/proc/stat``): where one worker already keeps more than one core busy (the sandbox, Ray and
+the driver work beside the code), the cores bound is out of reach, and this column shows why.
 
 Run: ``python benchmarks/rollout_scaling.py [--workers 1 2 4] [--episodes 16] [--cost-s 1.0]``.
 """
@@ -60,14 +62,26 @@ def specs(count: int, offset: int = 0) -> list[EpisodeSpec]:
     return [EpisodeSpec(tasks[(offset + i) % len(tasks)], seed=offset + i) for i in range(count)]
 
 
-def episodes_per_minute(team: FixedCostTeam, slots, count: int) -> tuple[float, int]:
-    """The rate of a timed rollout of ``count`` episodes on ``slots`` (after one untimed episode per slot)."""
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (``/proc/stat``): every process counts,
+    the sandboxes', Ray's and this driver's alike."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def episodes_per_minute(team: FixedCostTeam, slots, count: int) -> tuple[float, int, float]:
+    """The rate of a timed rollout of ``count`` episodes on ``slots`` (after one untimed episode per slot), its
+    actions, and the cores it kept busy on average (the machine's busy share times its cores)."""
     collect(team, slots, specs(len(slots), offset=10_000), temperature=1.0)  # warm: workers, imports, sandboxes
+    busy, total = cpu_jiffies()
     began = time.perf_counter()
     episodes, times = collect(team, slots, specs(count), temperature=1.0)
     wall = time.perf_counter() - began
+    busy_after, total_after = cpu_jiffies()
     assert all(e.samples and not e.lost for e in episodes), "an episode was lost: the figures would be wrong"
-    return 60 * len(episodes) / wall, sum(len(e.samples) for e in episodes)
+    cores_busy = (os.cpu_count() or 1) * (busy_after - busy) / max(1, total_after - total)
+    return 60 * len(episodes) / wall, sum(len(e.samples) for e in episodes), cores_busy
 
 
 def main() -> None:
@@ -90,28 +104,28 @@ def main() -> None:
             began = time.perf_counter()
             with RayEnvPool(ENV_ID, {"split": "heldout"}, envs=workers, workers=workers) as pool:
                 startup_s = time.perf_counter() - began
-                remote, actions = episodes_per_minute(team, pool.slots, args.episodes)
+                remote, actions, remote_busy = episodes_per_minute(team, pool.slots, args.episodes)
             envs = [mappa_env.make(ENV_ID, split="heldout") for _ in range(workers)]
             try:
-                local, _ = episodes_per_minute(team, envs, args.episodes)
+                local, _, local_busy = episodes_per_minute(team, envs, args.episodes)
             finally:
                 for env in envs:
                     env.close()
-            rows.append((workers, remote, actions, startup_s, local))
+            rows.append((workers, remote, actions, startup_s, local, remote_busy, local_busy))
     finally:
         ray.shutdown()
 
     base = next(rate for workers, rate, *_ in rows if workers == 1) if any(r[0] == 1 for r in rows) else None
     print(f"rollout.backend ray, {ENV_ID}, scripted team, receipts coach, {args.cost_s:g} CPU s per code action, "
           f"{args.episodes} timed episodes per row, {cores} cores")
-    print("| workers | episodes/min (ray) | ideal | efficiency | bound (cores) | efficiency vs bound | "
-          "episodes/min (local, same in flight) | actor start-up s | actions |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for workers, rate, actions, startup_s, local in rows:
+    print("| workers | episodes/min (ray) | ideal | efficiency | bound (cores) | efficiency vs bound | cores busy (ray) | "
+          "episodes/min (local, same in flight) | cores busy (local) | actor start-up s | actions |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for workers, rate, actions, startup_s, local, remote_busy, local_busy in rows:
         ideal = base * workers if base else None
         bound = base * min(workers, cores) if base else None
         cells = [str(workers), f"{rate:.1f}", _f(ideal), _ratio(rate, ideal), _f(bound), _ratio(rate, bound),
-                 f"{local:.1f}", f"{startup_s:.1f}", str(actions)]
+                 f"{remote_busy:.2f}", f"{local:.1f}", f"{local_busy:.2f}", f"{startup_s:.1f}", str(actions)]
         print("| " + " | ".join(cells) + " |")
 
 

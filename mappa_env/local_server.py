@@ -96,6 +96,21 @@ def wait_until_ready(proc: subprocess.Popen, base_url: str, log_path: Path, time
 
 
 @contextlib.contextmanager
+def serving(cmd: list[str], base_url: str, *, log_path: Path, env: dict[str, str],
+            startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S) -> Iterator[str]:
+    """Run the server ``cmd`` (which listens at ``base_url``) in its own process group, logging to ``log_path``;
+    yield ``base_url`` once it answers, and stop it, with its children, when the block ends."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # own process group: stop it and its children together
+    try:
+        wait_until_ready(proc, base_url, log_path, startup_timeout_s)
+        yield base_url
+    finally:
+        stop_process_group(proc)
+
+
+@contextlib.contextmanager
 def transformers_serve(model_dir: str | os.PathLike, *, log_path: Path, threads: int | None = None,
                        seed: int = 0, startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S) -> Iterator[str]:
     """Serve ``model_dir`` (a Hugging Face directory) on a free loopback port, float32 on the CPU, offline.
@@ -107,12 +122,5 @@ def transformers_serve(model_dir: str | os.PathLike, *, log_path: Path, threads:
     base_url = f"http://127.0.0.1:{port}/v1"
     cmd = [sys.executable, "-c", SERVE_BOOT, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
            "--dtype", "float32", "--default-seed", str(seed), "--log-level", "warning", str(model_dir)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=offline_env(threads),
-                                start_new_session=True)  # own process group: stop it and its children together
-    try:
-        wait_until_ready(proc, base_url, log_path, startup_timeout_s)
+    with serving(cmd, base_url, log_path=log_path, env=offline_env(threads), startup_timeout_s=startup_timeout_s):
         yield base_url
-    finally:
-        stop_process_group(proc)

@@ -48,6 +48,9 @@ class Generation:
         text: the decoded completion (special tokens removed), which is what the environment receives.
         from_policy: True when the sampling distribution was the policy itself (temperature 1, top-p 1),
             so that ``sampling_logprobs`` are the acting policy's log-probabilities of the tokens.
+        policy_version: the version of the agent's weights that generated it (:attr:`TeamModel.versions`;
+            the ``vllm`` backend records the version of the adapter it served): the learner refuses or masks
+            a sample whose version is not the one it is about to update.
     """
 
     agent: str
@@ -57,6 +60,7 @@ class Generation:
     truncated: bool
     text: str
     from_policy: bool = False
+    policy_version: int = 0
 
 
 # ---------------------------------------------------------------------- loading
@@ -149,6 +153,8 @@ class TeamModel:
                                 policy_config, seed=seed)
                       for path in dict.fromkeys(paths.values())]
         self._base_of = {agent: base for base in self.bases for agent in base.agents}
+        #: each group's weights version: 0 as built, +1 each time they change (an update, a checkpoint loaded)
+        self.versions = {group: 0 for group in self.groups}
 
     # ------------------------------------------------------------------ groups
     @property
@@ -224,7 +230,8 @@ class TeamModel:
             with base.acting(group) as model, base.sampling_rng(seed, group):
                 model.eval()
                 batch = [requests[i] for i in indices]
-                for index, generation in zip(indices, base.generate_batch(model, batch, temperature, top_p, max_new_tokens)):
+                generations = base.generate_batch(model, batch, temperature, top_p, max_new_tokens, version=self.versions[group])
+                for index, generation in zip(indices, generations):
                     results[index] = generation
         return results  # type: ignore[return-value]
 
@@ -350,7 +357,7 @@ class BaseModel:
         return seeding.torch_rng(seeding.derive(seed, seeding.GROUP, group), self.device)
 
     def generate_batch(self, model: torch.nn.Module, batch: Sequence[tuple[str, list[int]]], temperature: float,
-                        top_p: float, max_new_tokens: int) -> list[Generation]:
+                       top_p: float, max_new_tokens: int, *, version: int = 0) -> list[Generation]:
         pad = self.tokenizer.pad_token_id
         width = max(len(ids) for _, ids in batch)
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -386,7 +393,7 @@ class BaseModel:
                 agent=agent, prompt_ids=list(ids), completion_ids=completion,
                 sampling_logprobs=chosen[row, :length].tolist(), truncated=not ended,
                 text=self.tokenizer.decode(completion, skip_special_tokens=True),
-                from_policy=temperature == 1.0 and top_p >= 1.0,
+                from_policy=temperature == 1.0 and top_p >= 1.0, policy_version=version,
             ))
         return generations
 
@@ -455,6 +462,7 @@ def load_group_state_dict(team: TeamModel, group: str, state: dict[str, torch.Te
     with torch.no_grad():
         for name, tensor in state.items():
             parameters[name].copy_(tensor.to(parameters[name].device))
+    team.versions[group] += 1  # new weights: samples of the old ones are stale
 
 
 BASE_COPY_LIMIT_BYTES = 64 * 2**20  # a base this small is written beside the adapters by default (tiny-random)

@@ -9,6 +9,7 @@ Tag names are listed in docs/training.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
@@ -59,6 +60,7 @@ def train(config: TrainConfig) -> Path:
     bias = BiasWatch.from_config(watch)  # over the whole run
     unscored = UnscoredWatch(warn_share=watch.warn_unscored_share, stop_after=watch.stop_after_unscored_steps)
     environments = Environments(config, coach)
+    served = contextlib.ExitStack()  # a vLLM server the run started, stopped first at the end
     try:  # from here on, whatever fails closes the coach and the environments made so far
         training = environments.open(config.env.split, config.rollout.envs_in_flight,
                                      calibration=bias.calibrate if watch.calibrate else None)
@@ -93,12 +95,18 @@ def train(config: TrainConfig) -> Path:
         # scalars are logged as N, after-the-fact; from scratch, everything: the "before" evaluation is step 0)
         purge = (start_step + 1 if start_step else 0) if config.run.resume else None
         writer = SummaryWriter(str(out), purge_step=purge)
+        # what generates: the team itself (hf), or a vLLM server serving its adapters, published after each update
+        actor: Any = team
+        if config.generation.backend == "vllm":
+            from mappa_train.vllm_generation import vllm_team
+
+            actor = served.enter_context(vllm_team(team, config, out))
         if start_step == 0:
             writer.add_text("config", "```yaml\n" + _yaml(config.to_dict()) + "\n```", 0)
             (out / "config.yaml").write_text(_yaml(config.to_dict()), encoding="utf-8")
 
         if config.eval.before and "before" not in evaluations:
-            evaluations["before"] = evaluate_team(team, config, environments, writer, step=0)
+            evaluations["before"] = evaluate_team(actor, config, environments, writer, step=0)
 
         progress = _progress(config.run.steps, "training", unit="step", enabled=config.run.progress, initial=start_step)
         deadline = time.monotonic() + config.run.max_minutes * 60 if config.run.max_minutes else None
@@ -109,7 +117,7 @@ def train(config: TrainConfig) -> Path:
             specs = [EpisodeSpec(task_id, seed=seeding.derive(config.run.seed, seeding.EPISODE, step, i))
                      for i, task_id in enumerate(t for t in task_ids for _ in range(config.rollout.samples_per_task))]
             progress.set_description(f"step {step + 1}/{config.run.steps}: collecting")
-            episodes, times = collect(team, training.slots, specs, temperature=config.model.temperature, top_p=config.model.top_p,
+            episodes, times = collect(actor, training.slots, specs, temperature=config.model.temperature, top_p=config.model.top_p,
                                       seed=seeding.derive(config.run.seed, seeding.ROLLOUT, step),
                                       on_generate=lambda t: progress.set_postfix(actions=t.actions))
             samples = [s for e in episodes for s in e.samples]
@@ -123,6 +131,8 @@ def train(config: TrainConfig) -> Path:
             began = time.perf_counter()
             group_stats = update(team, optimisation, samples, config.algorithm, mask_truncated=config.rollout.mask_truncated,
                                  seed=seeding.derive(config.run.seed, seeding.UPDATE, step))
+            if actor is not team:
+                actor.publish()  # the new weights, under new adapter names, before anything is generated again
             update_s = time.perf_counter() - began
 
             # ---------------------------------------------------------------- log (and watch the coach)
@@ -144,11 +154,11 @@ def train(config: TrainConfig) -> Path:
             last = step + 1 == config.run.steps or (deadline is not None and time.monotonic() >= deadline)
             if config.eval.every and (step + 1) % config.eval.every == 0 and not last:
                 began_evaluation = time.monotonic()
-                evaluations[f"step {step + 1}"] = evaluate_team(team, config, environments, writer, step=step + 1)
+                evaluations[f"step {step + 1}"] = evaluate_team(actor, config, environments, writer, step=step + 1)
                 if deadline is not None:  # run.max_minutes counts training: an evaluation on the way is extra
                     deadline += time.monotonic() - began_evaluation
             if last and config.eval.after:
-                evaluations["after"] = evaluate_team(team, config, environments, writer, step=step + 1)
+                evaluations["after"] = evaluate_team(actor, config, environments, writer, step=step + 1)
             if last or (config.run.checkpoint_every and (step + 1) % config.run.checkpoint_every == 0):
                 checkpoint.save(out / "checkpoints", step + 1, {
                     "parameters": {g: group_state_dict(team, g) for g in team.groups},
@@ -181,9 +191,12 @@ def train(config: TrainConfig) -> Path:
             progress.write(f"{warning} (see {out / 'report.md'})", file=sys.stderr)
     finally:
         try:
-            environments.close()
+            served.close()
         finally:
-            close_coach(coach)
+            try:
+                environments.close()
+            finally:
+                close_coach(coach)
     return out
 
 
@@ -235,6 +248,8 @@ def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[Episode
         for name in ("advantage", "policy_loss", "kl_to_reference", "approx_kl", "clip_fraction", "entropy",
                      "grad_norm", "learning_rate"):
             _scalar(writer, f"agent/{agent}/{name}", getattr(stats, name), step)
+        if stats.stale_masked:  # only ever with algorithm.stale_samples mask
+            _scalar(writer, f"agent/{agent}/stale_masked", stats.stale_masked, step)
     for task_type in sorted({s.task_type for s in samples}):  # what the update saw per task type (after any calibration)
         rewards = [s.reward for s in samples if s.task_type == task_type and s.reward is not None]
         _scalar(writer, f"train/reward/{task_type}", np.mean(rewards) if rewards else None, step)
@@ -279,9 +294,11 @@ def trajectory_text(episode: EpisodeResult, limit: int = 1500) -> str:
 
 
 # ---------------------------------------------------------------------- evaluation
-def evaluate_team(team: TeamModel, config: TrainConfig, environments: Environments, writer: Any, *,
+def evaluate_team(team: Any, config: TrainConfig, environments: Environments, writer: Any, *,
                   step: int) -> dict[str, Any]:
     """Play the evaluation split (one episode per task, or ``eval.episodes``) at the evaluation temperature.
+
+    ``team`` is what generates: the :class:`~mappa_train.policy.TeamModel`, or the vLLM server serving it.
 
     Episodes run through the same batched rollout as training, on environments of the evaluation
     split; the summary is the environment's scorecard's (:func:`scorecard_of`), so the numbers mean what

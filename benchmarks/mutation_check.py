@@ -131,6 +131,13 @@ MUTANTS = [
     Mutant("L11", "mappa_train/learner.py", "minibatches = [order[i:: config.updates_per_step] for i in range(config.updates_per_step)]",
            "minibatches = [order[:: config.updates_per_step] for i in range(config.updates_per_step)]", LEARNER,
            "with several updates per step, the same mini-batch every time"),
+    Mutant("L13", "mappa_train/learner.py", "    stale = [s for s in samples if s.generation.policy_version != expected]",
+           "    stale = []", LEARNER, "a sample of replaced weights (a stale adapter) trains as if it were fresh"),
+    Mutant("L14", "mappa_train/learner.py", "    team.versions[group] += 1  # new weights", "    pass  # new weights", LEARNER,
+           "an update leaves the weights version as it was: the vllm backend keeps serving the old adapter unnoticed"),
+    Mutant("R7", "mappa_train/rollout.py", "team.encode_prompt(ep.request[1], ep.request[2], agent=ep.request[0])",
+           "team.encode_prompt(ep.request[1], ep.request[2])", ["tests/train/test_heterogeneous.py"],
+           "a heterogeneous team's prompts are not tokenised by the acting agent's own tokenizer"),
     # ------------------------------------------------------------------ mappa_train/policy.py
     Mutant("P1", "mappa_train/policy.py", "from_policy=temperature == 1.0 and top_p >= 1.0", "from_policy=True", POLICY,
            "tempered samples marked as the policy's own"),

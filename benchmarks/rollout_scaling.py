@@ -11,7 +11,8 @@ row, as its baseline, the ``local`` backend (threads of this process) with as ma
 Workers are started (and their environments warmed with one untimed episode each) before the clock
 starts; the actor start-up is printed separately. "cores busy" is the whole machine's CPU use during the
 timed rollout (``/proc/stat``): where one worker already keeps more than one core busy (the sandbox, Ray and
-the driver work beside the code), the cores bound is out of reach, and this column shows why.
+the driver work beside the code), the cores bound is out of reach, and this column shows why. "bound (CPU time)" is what the machine's CPU
+allows: the 1-worker rate times the cores over the cores that rate kept busy (and no more than ideal).
 
 Run: ``python benchmarks/rollout_scaling.py [--workers 1 2 4] [--episodes 16] [--cost-s 1.0]``.
 """
@@ -115,17 +116,24 @@ def main() -> None:
     finally:
         ray.shutdown()
 
-    base = next(rate for workers, rate, *_ in rows if workers == 1) if any(r[0] == 1 for r in rows) else None
+    one = next((row for row in rows if row[0] == 1), None)
+    base = one[1] if one else None
+    # what the CPU allows: one worker's episodes cost base_busy cores for 1/base minutes each, so the cores give
+    # at most base * cores / base_busy episodes a minute, whatever the number of workers
+    cpu_bound = base * cores / one[5] if one else None
     print(f"rollout.backend ray, {ENV_ID}, scripted team, receipts coach, {args.cost_s:g} CPU s per code action, "
           f"{args.episodes} timed episodes per row, {cores} cores")
     print("| workers | episodes/min (ray) | ideal | efficiency | bound (cores) | efficiency vs bound | cores busy (ray) | "
-          "episodes/min (local, same in flight) | cores busy (local) | actor start-up s | actions |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "bound (CPU time) | efficiency vs CPU time | episodes/min (local, same in flight) | cores busy (local) | "
+          "actor start-up s | actions |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workers, rate, actions, startup_s, local, remote_busy, local_busy in rows:
         ideal = base * workers if base else None
         bound = base * min(workers, cores) if base else None
+        cpu = min(ideal, cpu_bound) if base else None
         cells = [str(workers), f"{rate:.1f}", _f(ideal), _ratio(rate, ideal), _f(bound), _ratio(rate, bound),
-                 f"{remote_busy:.2f}", f"{local:.1f}", f"{local_busy:.2f}", f"{startup_s:.1f}", str(actions)]
+                 f"{remote_busy:.2f}", _f(cpu), _ratio(rate, cpu), f"{local:.1f}", f"{local_busy:.2f}",
+                 f"{startup_s:.1f}", str(actions)]
         print("| " + " | ".join(cells) + " |")
 
 

@@ -494,7 +494,6 @@ def export(team: TeamModel, directory: Path, *, include_base: bool | None = None
     exists nowhere else (it is drawn from a seed) and is small, so it is copied.
     """
     import json
-    import shutil
 
     from mappa_env.hf_models import BASE_MODEL_FILE, base_reference
 
@@ -503,12 +502,9 @@ def export(team: TeamModel, directory: Path, *, include_base: bool | None = None
     for agent in team.agents:
         target, base = directory / agent, team.base_of(agent)
         if team.topology == "lora":
-            base.module(agent).save_pretrained(directory / "_adapters", selected_adapters=[agent])
-            saved = directory / "_adapters" / agent if (directory / "_adapters" / agent).exists() else directory / "_adapters"
-            saved.rename(target)
+            save_adapter(team, agent, target)
             reference = base_reference(base.model_config.path)
             _set_adapter_base(target, reference["hub_id"] or reference["name"])
-            shutil.rmtree(directory / "_adapters", ignore_errors=True)
         else:
             base.module(team.group_of(agent)).save_pretrained(target)
         base.tokenizer.save_pretrained(target)
@@ -537,6 +533,20 @@ def export(team: TeamModel, directory: Path, *, include_base: bool | None = None
                   "how_to_load": how}
     (directory / BASE_MODEL_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return written
+
+
+def save_adapter(team: TeamModel, agent: str, target: Path) -> Path:
+    """``agent``'s LoRA adapter alone, in peft's format, with its files directly in ``target`` (replaced if there):
+    peft puts a non-default adapter's files in a subdirectory named after it, the default one's at the top."""
+    import shutil
+
+    scratch = target.with_name(f"{target.name}.saving")
+    shutil.rmtree(scratch, ignore_errors=True)
+    team.module(agent).save_pretrained(scratch, selected_adapters=[agent])
+    shutil.rmtree(target, ignore_errors=True)
+    (scratch / agent if (scratch / agent).is_dir() else scratch).rename(target)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return target
 
 
 def _set_adapter_base(adapter_dir: Path, base_name: str) -> None:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from mappa_train import seeding
-from mappa_train.policy import Generation, TeamModel
+from mappa_train.policy import Generation, TeamModel, save_adapter
 
 #: ranks vLLM accepts for --max-lora-rank
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -119,10 +119,7 @@ class VLLMTeam:
             version = self.team.versions[agent]
             if self.published.get(agent) == version:
                 continue
-            path = self.adapter_dir / f"{agent}-v{version}"
-            shutil.rmtree(path, ignore_errors=True)
-            self.team.module(agent).save_pretrained(path, selected_adapters=[agent])
-            saved = path / agent if (path / agent).is_dir() else path  # peft nests a non-default adapter's files
+            saved = save_adapter(self.team, agent, self.adapter_dir / f"{agent}-v{version}")
             self._post("/v1/load_lora_adapter", {"lora_name": f"{agent}-v{version}", "lora_path": str(saved)})
             old = self.published.get(agent)
             self.published[agent] = version

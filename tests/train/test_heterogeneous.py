@@ -20,7 +20,7 @@ from test_learning import toy_config  # noqa: E402
 
 from mappa_env.hf_models import load_exported_base  # noqa: E402
 from mappa_train.config import ConfigError, ModelConfig, PolicyConfig, TrainConfig  # noqa: E402
-from mappa_train.policy import TeamModel, export  # noqa: E402
+from mappa_train.policy import TeamModel  # noqa: E402
 from mappa_train.rollout import EpisodeSpec, collect  # noqa: E402
 from mappa_train.trainer import train  # noqa: E402
 

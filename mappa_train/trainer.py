@@ -131,9 +131,9 @@ def train(config: TrainConfig) -> Path:
             began = time.perf_counter()
             group_stats = update(team, optimisation, samples, config.algorithm, mask_truncated=config.rollout.mask_truncated,
                                  seed=seeding.derive(config.run.seed, seeding.UPDATE, step))
+            update_s = time.perf_counter() - began  # time/update_s is the learner's: publishing is not in it
             if actor is not team:
                 actor.publish()  # the new weights, under new adapter names, before anything is generated again
-            update_s = time.perf_counter() - began
 
             # ---------------------------------------------------------------- log (and watch the coach)
             bias.observe(episodes, step=step + 1)  # one look of the pre-registered bias alert per step

@@ -58,6 +58,7 @@ MATH_ANSWERS = ["tests/envs/test_math_answers.py"]
 SAMPLING = ["tests/test_sampling_metrics.py"]
 RECOACH_HINDSIGHT = ["tests/coach/test_recoach_and_bias.py::test_a_hindsight_coach_recoaches_with_each_episodes_outcome_and_trajectory"]
 FINAL_ANSWERS = ["tests/envs/test_math_answers.py"]
+DISTRIBUTED = ["tests/train/test_distributed.py"]
 REFERENCE_ROWS = ["tests/train/test_learner.py::test_without_a_kl_penalty_the_reference_is_run_on_the_first_micro_batch_only"]
 EVAL_EPISODES = ["tests/train/test_cli.py::test_the_tiny_math_config_trains_the_math_team_with_the_same_trainer"]
 UNCHANGED = ["tests/train/test_report.py::test_a_run_whose_held_out_results_did_not_move_says_so_and_where_to_see_a_team_improve"]
@@ -138,6 +139,24 @@ MUTANTS = [
     Mutant("R7", "mappa_train/rollout.py", "team.encode_prompt(ep.request[1], ep.request[2], agent=ep.request[0])",
            "team.encode_prompt(ep.request[1], ep.request[2])", ["tests/train/test_heterogeneous.py"],
            "a heterogeneous team's prompts are not tokenised by the acting agent's own tokenizer"),
+    # ------------------------------------------------------------------ mappa_train/distributed.py (and its callers)
+    Mutant("D1", "mappa_train/learner.py", "            processes.sum_gradients(parameters)", "            pass", DISTRIBUTED,
+           "each process steps on its own share's gradient: the processes drift apart"),
+    Mutant("D2", "mappa_train/distributed.py", "        self.sum(flat)\n", "        self.sum(flat).div_(self.world)\n",
+           DISTRIBUTED, "gradients averaged over processes while each share's loss is already a part of the whole token mean"),
+    Mutant("D3", "mappa_train/learner.py", "    ref = processes.sum(computed_ref)", "    ref = computed_ref", DISTRIBUTED,
+           "the reference log-probs of the other processes' rows are left at 0"),
+    Mutant("D4", "mappa_train/learner.py", "        old = processes.sum(computed_old)", "        old = computed_old", DISTRIBUTED,
+           "recomputed old log-probs of the other processes' rows are left at 0"),
+    Mutant("D5", "mappa_train/learner.py", "tokens_in_minibatch = mask[minibatch].sum()",
+           "tokens_in_minibatch = mask[processes.share(minibatch)].sum()", DISTRIBUTED,
+           "each share's loss is a mean over its own tokens, not a part of the mini-batch's token mean"),
+    Mutant("D6", "mappa_train/distributed.py", "episode.episode = self.rank + episode.episode * self.world",
+           "episode.episode = episode.episode", DISTRIBUTED, "gathered episodes keep their share's numbers: two episodes 0"),
+    Mutant("D7", "mappa_train/distributed.py", "        return seeding.derive(seed, seeding.PROCESS, self.rank)",
+           "        return seed", DISTRIBUTED, "every process samples with the same noise"),
+    Mutant("D8", "mappa_train/trainer.py", "purge_step=purge) if processes.is_main else NoWriter()", "purge_step=purge)",
+           DISTRIBUTED, "every process writes its own TensorBoard files into the run"),
     # ------------------------------------------------------------------ mappa_train/policy.py
     Mutant("P1", "mappa_train/policy.py", "from_policy=temperature == 1.0 and top_p >= 1.0", "from_policy=True", POLICY,
            "tempered samples marked as the policy's own"),

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
 
+    from mappa_train.distributed import is_main_process
     from mappa_train.trainer import train
 
     from mappa_env.error import Error
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ImportError, Error) as exc:  # bad input, broken infrastructure, no coach
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"done: {out} (report.md, TensorBoard logs: tensorboard --logdir {out})")
+    if is_main_process():
+        print(f"done: {out} (report.md, TensorBoard logs: tensorboard --logdir {out})")
     return 0
 
 

@@ -19,6 +19,10 @@ The schedule keeps time in update slots, not in optimiser steps: every group's s
 ``updates_per_step`` times per update, also for a mini-batch left empty (fewer actions than
 ``updates_per_step``) or a group with no usable action, so that every agent's learning rate follows
 the one schedule over ``total_updates`` that the run was configured with.
+
+Under several processes (:mod:`mappa_train.distributed`) every process holds the whole batch, computes the
+log-probs of its share of the rows (summed over processes), the advantages over the whole batch, and the
+gradients of its share of each mini-batch, summed over processes before clipping: the step of one process.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 from mappa_train import seeding
 from mappa_train.algorithms import advantages_for, masked_mean, policy_loss
 from mappa_train.config import AlgorithmConfig, OptimConfig
+from mappa_train.distributed import SINGLE, Processes
 from mappa_train.policy import TeamModel
 from mappa_train.rollout import ActionSample
 
@@ -94,17 +99,18 @@ class GroupStats:
 
 
 def update(team: TeamModel, optimisation: Optimisation, samples: Sequence[ActionSample], config: AlgorithmConfig, *,
-           mask_truncated: bool, seed: int) -> dict[str, GroupStats]:
+           mask_truncated: bool, seed: int, processes: Processes = SINGLE) -> dict[str, GroupStats]:
     """Update every parameter group on its agents' samples; groups without usable samples are left as they are.
 
     Their learning-rate schedule still advances, as every group's does once per update slot. ``seed`` is
-    the root of the groups' mini-batch shuffles (``derive(seed, MINIBATCH, group)``).
+    the root of the groups' mini-batch shuffles (``derive(seed, MINIBATCH, group)``). With several
+    ``processes``, each is given the same ``samples`` (the whole batch) and does its share of the work.
     """
     stats = {}
     for group in team.groups:
         mine = [s for s in samples if team.group_of(s.agent) == group]
         stats[group] = _update_group(team, optimisation, group, mine, config, mask_truncated=mask_truncated,
-                                     seed=seeding.derive(seed, seeding.MINIBATCH, group))
+                                     seed=seeding.derive(seed, seeding.MINIBATCH, group), processes=processes)
     return stats
 
 
@@ -113,7 +119,7 @@ class StaleSampleError(ValueError):
 
 
 def _update_group(team: TeamModel, optimisation: Optimisation, group: str, samples: Sequence[ActionSample],
-                  config: AlgorithmConfig, *, mask_truncated: bool, seed: int) -> GroupStats:
+                  config: AlgorithmConfig, *, mask_truncated: bool, seed: int, processes: Processes) -> GroupStats:
     expected = team.versions[group]
     stale = [s for s in samples if s.generation.policy_version != expected]
     if stale and config.stale_samples == "refuse":
@@ -142,7 +148,7 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
     # with no KL penalty the reference only feeds the kl_to_reference diagnostic: one micro-batch estimates it
     reference_rows = len(usable) if config.kl_coef else min(len(usable), config.micro_batch_size)
     old, ref, mask = _logprobs_without_grad(team, group, prompts, completions, config.micro_batch_size, recorded,
-                                            reference_rows=reference_rows)
+                                            reference_rows=reference_rows, processes=processes)
     rewards = torch.tensor([s.reward * config.reward_scale for s in usable], dtype=torch.float32)
     # a task's samples at the same turn of the agent: similar prompts, not one prompt (algorithms.py says why)
     group_ids = [(s.task_id, s.agent, s.action_index) for s in usable]
@@ -160,17 +166,20 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
     order = list(range(len(usable)))
     random.Random(seed).shuffle(order)
     minibatches = [order[i:: config.updates_per_step] for i in range(config.updates_per_step)]
-    losses, clips, kls, norms = [], [], [], []  # losses: one per mini-batch that trained
+    losses, norms = [], []  # losses: one per mini-batch that trained
+    clip_sum = kl_sum = 0.0  # token means over each mini-batch (every process's share), summed over mini-batches
+    parameters = team.trainable_parameters(group)
     with team.acting(group) as model:
         model.train()
         for minibatch in minibatches:
             if not minibatch:  # fewer actions than updates_per_step: no optimiser step, but the slot passes
                 _advance_schedule(scheduler)
                 continue
-            tokens_in_minibatch = mask[minibatch].sum().clamp(min=1.0)
+            tokens_in_minibatch = mask[minibatch].sum().clamp(min=1.0)  # the whole mini-batch's, every process's share
             minibatch_loss = 0.0
-            for start in range(0, len(minibatch), config.micro_batch_size):
-                rows = minibatch[start: start + config.micro_batch_size]
+            mine = processes.share(minibatch)
+            for start in range(0, len(mine), config.micro_batch_size):
+                rows = mine[start: start + config.micro_batch_size]
                 logprobs, micro_mask = team.completion_logprobs(model, [prompts[i] for i in rows], [completions[i] for i in rows])
                 width = logprobs.shape[1]
                 result = policy_loss(logprobs, old[rows, :width].to(logprobs.device), advantages[rows, :width].to(logprobs.device),
@@ -178,9 +187,9 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
                 share = micro_mask.sum() / tokens_in_minibatch.to(micro_mask.device)  # token mean over the mini-batch
                 (result.loss * share).backward()
                 minibatch_loss += result.loss.item() * share.item()
-                clips.append(result.clip_fraction.item())
-                kls.append(result.approx_kl.item())
-            parameters = team.trainable_parameters(group)
+                clip_sum += result.clip_fraction.item() * share.item()
+                kl_sum += result.approx_kl.item() * share.item()
+            processes.sum_gradients(parameters)  # the whole mini-batch's gradient, before clipping
             if optimisation.max_grad_norm > 0:
                 norms.append(float(torch.nn.utils.clip_grad_norm_(parameters, optimisation.max_grad_norm)))
             optimizer.step()
@@ -188,9 +197,10 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
             optimizer.zero_grad(set_to_none=True)
             losses.append(minibatch_loss)
     team.versions[group] += 1  # new weights: what the old ones generated is stale from now on
-    stats.policy_loss = sum(losses) / len(losses)
-    stats.clip_fraction = sum(clips) / len(clips)
-    stats.approx_kl = sum(kls) / len(kls)
+    losses_sum, clip_sum, kl_sum = processes.sum(torch.tensor([sum(losses), clip_sum, kl_sum], dtype=torch.float64)).tolist()
+    stats.policy_loss = losses_sum / len(losses)
+    stats.clip_fraction = clip_sum / len(losses)
+    stats.approx_kl = kl_sum / len(losses)
     stats.grad_norm = sum(norms) / len(norms) if norms else float("nan")
     stats.learning_rate = scheduler.get_last_lr()[0]
     return stats
@@ -206,34 +216,41 @@ def _advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
 
 @torch.no_grad()
 def _logprobs_without_grad(team: TeamModel, group: str, prompts, completions, micro: int,
-                           recorded: Sequence[Sequence[float]] | None = None, *, reference_rows: int | None = None):
+                           recorded: Sequence[Sequence[float]] | None = None, *, reference_rows: int | None = None,
+                           processes: Processes = SINGLE):
     """Old (acting policy) and reference log-probs, right-padded to one width, on the CPU.
 
     With ``recorded`` (the sampling log-probs, when sampling was from the policy itself) the old
     log-probs are those, and only the reference needs a forward pass. The reference is computed for the
     first ``reference_rows`` rows (all by default); the other rows get the old log-probs (zero KL).
+    With several ``processes`` each computes its share of the rows and the sum over processes fills in the rest.
     """
     width = max(len(c) for c in completions)
-    old = torch.zeros(len(prompts), width)
-    ref = torch.zeros(len(prompts), width)
-    mask = torch.zeros(len(prompts), width)
     reference_rows = len(prompts) if reference_rows is None else reference_rows
+    mask = torch.zeros(len(prompts), width)
     for row, completion in enumerate(completions):
         mask[row, : len(completion)] = 1.0
-        if recorded is not None:
-            old[row, : len(completion)] = torch.tensor(recorded[row], dtype=torch.float32)
-    for start in range(0, len(prompts), micro):
-        rows = slice(start, start + micro)
+    computed_old = torch.zeros(len(prompts), width)  # the forward passes' rows: this process's share, 0 elsewhere
+    computed_ref = torch.zeros(len(prompts), width)
+    mine = processes.share(range(len(prompts)))
+    for start in range(0, len(mine), micro):
+        rows = mine[start: start + micro]
         if recorded is None:
             with team.acting(group) as model:
                 model.eval()
-                lp, _ = team.completion_logprobs(model, prompts[rows], completions[rows])
-            old[rows, : lp.shape[1]] = lp.cpu()
-        ref[rows] = old[rows]
-        if start >= reference_rows:
-            continue
-        rows = slice(start, min(start + micro, reference_rows))
-        with team.reference(group) as reference:
-            rp, _ = team.completion_logprobs(reference, prompts[rows], completions[rows])
-        ref[rows, : rp.shape[1]] = rp.cpu()
+                lp, _ = team.completion_logprobs(model, [prompts[i] for i in rows], [completions[i] for i in rows])
+            computed_old[rows, : lp.shape[1]] = lp.cpu()
+        rows = [i for i in rows if i < reference_rows]
+        if rows:
+            with team.reference(group) as reference:
+                rp, _ = team.completion_logprobs(reference, [prompts[i] for i in rows], [completions[i] for i in rows])
+            computed_ref[rows, : rp.shape[1]] = rp.cpu()
+    if recorded is None:
+        old = processes.sum(computed_old)
+    else:
+        old = torch.zeros(len(prompts), width)
+        for row, logprobs in enumerate(recorded):
+            old[row, : len(logprobs)] = torch.tensor(logprobs, dtype=torch.float32)
+    ref = processes.sum(computed_ref)
+    ref[reference_rows:] = old[reference_rows:]
     return old, ref, mask

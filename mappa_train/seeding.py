@@ -24,6 +24,7 @@ stream               seeds                                       derived by, ind
 ``GROUP``            one parameter group's sampling in a call    ``TeamModel.generate`` from its seed; group
 ``UPDATE``           a training step's update                    the trainer from ``run.seed``; step
 ``MINIBATCH``        one group's shuffle into mini-batches       the update from its seed; group
+``PROCESS``          one process's share of a ``collect``        ``Processes.seed`` from its seed; rank
 ===================  ==========================================  ====================================
 
 Evaluation streams take no step: every evaluation (before, during and after training) plays the
@@ -54,6 +55,7 @@ GENERATE_CALL = "generate_call"
 GROUP = "group"
 UPDATE = "update"
 MINIBATCH = "minibatch"
+PROCESS = "process"
 
 #: every derived seed is below this: what NumPy's legacy ``np.random.seed``, PettingZoo and torch all accept
 SEED_LIMIT = 2**32

@@ -10,11 +10,13 @@ Tag names are listed in docs/training.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import random
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from mappa_env.scorecard import scorecard_of
 
 from mappa_train.coach_watch import BiasWatch, UnscoredWatch, load_audit_set, probe_coach
 from mappa_train.config import TrainConfig, apply_threads
+from mappa_train.distributed import SINGLE, Processes, device_of, processes_from_launch
 from mappa_train.environments import Environments
 from mappa_train.learner import GroupStats, Optimisation, update
 from mappa_train.policy import TeamModel, export, group_state_dict, load_group_state_dict
@@ -46,11 +49,17 @@ def output_directory(config: TrainConfig) -> Path:
 
 
 def train(config: TrainConfig) -> Path:
-    """Run training as configured; returns the output directory."""
+    """Run training as configured; returns the output directory.
+
+    Launched as several processes (``accelerate launch`` or ``torchrun``), each plays a share of every step's
+    episodes and of the update, and process 0 alone writes the run's files (:mod:`mappa_train.distributed`).
+    """
     from mappa_env.coach import close_coach, make_coach
     from torch.utils.tensorboard import SummaryWriter
 
     config.validate()
+    processes = processes_from_launch()
+    check_launch(config, processes)
     began_run = time.monotonic()
     apply_threads(config)
     out = output_directory(config)
@@ -68,10 +77,11 @@ def train(config: TrainConfig) -> Path:
         if config.env.reward_mode != "outcome":  # in outcome mode the coach's scores are not the rewards
             probe_coach(coach, env_id=config.env.id, agents=training.local.possible_agents, task_id=tasks[0][0],
                         task_type=tasks[0][1])
-        if watch.audit_every:  # recorded once (or loaded), re-scored by this run's coach every audit_every steps
+        if watch.audit_every and processes.is_main:  # recorded once (or loaded), re-scored every audit_every steps
             bias.audit_set = load_audit_set(watch, env_id=config.env.id, split=config.eval.split,
                                             sandbox=config.env.sandbox, seed=config.run.seed)
-        team = TeamModel(training.local.possible_agents, config.model, config.policy, seed=config.run.seed)
+        model = dataclasses.replace(config.model, device=device_of(processes, config.model.device))
+        team = TeamModel(training.local.possible_agents, model, config.policy, seed=config.run.seed)
         sampler = TaskSampler(tasks, stratify=config.rollout.stratify, seed=config.run.seed)
         optimisation = Optimisation(team, config.optim, total_updates=config.run.steps * config.algorithm.updates_per_step)
 
@@ -91,24 +101,27 @@ def train(config: TrainConfig) -> Path:
                     unscored.load_state_dict(state["unscored"])
                 if "after" in evaluations and start_step < config.run.steps:  # a run stopped by run.max_minutes
                     evaluations[f"step {start_step}"] = evaluations.pop("after")  # goes on: its end is a midpoint now
+        processes.broadcast_parameters([p for g in team.groups for p in team.trainable_parameters(g)])  # equal from here
         # a resumed run first discards whatever the killed run logged after its last checkpoint (step N's
         # scalars are logged as N, after-the-fact; from scratch, everything: the "before" evaluation is step 0)
         purge = (start_step + 1 if start_step else 0) if config.run.resume else None
-        writer = SummaryWriter(str(out), purge_step=purge)
+        writer = SummaryWriter(str(out), purge_step=purge) if processes.is_main else NoWriter()
         # what generates: the team itself (hf), or a vLLM server serving its adapters, published after each update
         actor: Any = team
         if config.generation.backend == "vllm":
             from mappa_train.vllm_generation import vllm_team
 
             actor = served.enter_context(vllm_team(team, config, out))
-        if start_step == 0:
+        if start_step == 0 and processes.is_main:
             writer.add_text("config", "```yaml\n" + _yaml(config.to_dict()) + "\n```", 0)
             (out / "config.yaml").write_text(_yaml(config.to_dict()), encoding="utf-8")
 
         if config.eval.before and "before" not in evaluations:
-            evaluations["before"] = evaluate_team(actor, config, environments, writer, step=0)
+            evaluations["before"] = evaluate_team(actor, config, environments, writer, step=0, processes=processes)
 
-        progress = _progress(config.run.steps, "training", unit="step", enabled=config.run.progress, initial=start_step)
+        progress = _progress(config.run.steps, "training", unit="step", enabled=config.run.progress and processes.is_main,
+                             initial=start_step)
+        say = progress.write if processes.is_main else NoWriter().write  # what every process knows, said once
         deadline = time.monotonic() + config.run.max_minutes * 60 if config.run.max_minutes else None
         steps_done = start_step
         for step in range(start_step, config.run.steps):
@@ -117,20 +130,21 @@ def train(config: TrainConfig) -> Path:
             specs = [EpisodeSpec(task_id, seed=seeding.derive(config.run.seed, seeding.EPISODE, step, i))
                      for i, task_id in enumerate(t for t in task_ids for _ in range(config.rollout.samples_per_task))]
             progress.set_description(f"step {step + 1}/{config.run.steps}: collecting")
-            episodes, times = collect(actor, training.slots, specs, temperature=config.model.temperature, top_p=config.model.top_p,
-                                      seed=seeding.derive(config.run.seed, seeding.ROLLOUT, step),
-                                      on_generate=lambda t: progress.set_postfix(actions=t.actions))
+            episodes, times = processes.collect(
+                functools.partial(collect, actor, training.slots), specs, temperature=config.model.temperature,
+                top_p=config.model.top_p, seed=processes.seed(seeding.derive(config.run.seed, seeding.ROLLOUT, step)),
+                on_generate=lambda t: progress.set_postfix(actions=t.actions))
             samples = [s for e in episodes for s in e.samples]
             if times.episodes_retried or times.episodes_lost:
-                progress.write(f"warning: step {step + 1}: {times.episodes_retried} episodes played again after their "
-                               f"worker died, {times.episodes_lost} lost on every try (counted as failed, not trained on)",
-                               file=sys.stderr)
+                say(f"warning: step {step + 1}: {times.episodes_retried} episodes played again after their "
+                    f"worker died, {times.episodes_lost} lost on every try (counted as failed, not trained on)",
+                    file=sys.stderr)
 
             # ---------------------------------------------------------------- advantages + update per agent
             progress.set_description(f"step {step + 1}/{config.run.steps}: updating")
             began = time.perf_counter()
             group_stats = update(team, optimisation, samples, config.algorithm, mask_truncated=config.rollout.mask_truncated,
-                                 seed=seeding.derive(config.run.seed, seeding.UPDATE, step))
+                                 seed=seeding.derive(config.run.seed, seeding.UPDATE, step), processes=processes)
             update_s = time.perf_counter() - began  # time/update_s is the learner's: publishing is not in it
             if actor is not team:
                 actor.publish()  # the new weights, under new adapter names, before anything is generated again
@@ -139,40 +153,46 @@ def train(config: TrainConfig) -> Path:
             bias.observe(episodes, step=step + 1)  # one look of the pre-registered bias alert per step
             warning = unscored.observe(step + 1, samples)
             if warning:
-                progress.write(f"warning: {warning}", file=sys.stderr)
+                say(f"warning: {warning}", file=sys.stderr)
             bias_scalars = bias.scalars()
-            if bias.audit_due(step + 1):
+            if bias.audit_due(step + 1) and processes.is_main:  # its figures are logged only there
                 bias_scalars.update(bias.audit(coach, step + 1))
             figures = log_step(writer, step + 1, team, episodes, samples, group_stats, times, update_s,
-                               coach_counters(environments.coach_snapshots(), coach_carried), bias_scalars)
-            progress.write(figures.line(config.run.steps))
+                               coach_counters(processes.gather(environments.coach_snapshots()), coach_carried), bias_scalars)
+            say(figures.line(config.run.steps))
             if config.run.sample_every and (step + 1) % config.run.sample_every == 0:
                 writer.add_text("sample/trajectory", trajectory_text(episodes[0]), step + 1)
 
             # ---------------------------------------------------------------- evaluate, checkpoint
             steps_done = step + 1
-            last = step + 1 == config.run.steps or (deadline is not None and time.monotonic() >= deadline)
+            # every process stops at the same step: once one of them is past run.max_minutes
+            last = step + 1 == config.run.steps or processes.any(deadline is not None and time.monotonic() >= deadline)
             if config.eval.every and (step + 1) % config.eval.every == 0 and not last:
                 began_evaluation = time.monotonic()
-                evaluations[f"step {step + 1}"] = evaluate_team(actor, config, environments, writer, step=step + 1)
+                evaluations[f"step {step + 1}"] = evaluate_team(actor, config, environments, writer, step=step + 1,
+                                                                processes=processes)
                 if deadline is not None:  # run.max_minutes counts training: an evaluation on the way is extra
                     deadline += time.monotonic() - began_evaluation
             if last and config.eval.after:
-                evaluations["after"] = evaluate_team(actor, config, environments, writer, step=step + 1)
+                evaluations["after"] = evaluate_team(actor, config, environments, writer, step=step + 1, processes=processes)
             if last or (config.run.checkpoint_every and (step + 1) % config.run.checkpoint_every == 0):
-                checkpoint.save(out / "checkpoints", step + 1, {
-                    "parameters": {g: group_state_dict(team, g) for g in team.groups},
-                    "optimisation": optimisation.state_dict(), "sampler": sampler.state_dict(),
-                    "evaluations": evaluations, "coach_counters": coach_counters(environments.coach_snapshots(), coach_carried),  # evaluations' calls too
-                    "bias_monitor": bias.state_dict(), "unscored": unscored.state_dict(), "config": config.to_dict(),
-                    "wall_s": wall_carried + time.monotonic() - began_run,
-                })
-                write_evaluations(out, evaluations)
+                counters = coach_counters(processes.gather(environments.coach_snapshots()), coach_carried)  # evaluations' too
+                if processes.is_main:  # the others resume from process 0's checkpoint
+                    checkpoint.save(out / "checkpoints", step + 1, {
+                        "parameters": {g: group_state_dict(team, g) for g in team.groups},
+                        "optimisation": optimisation.state_dict(), "sampler": sampler.state_dict(),
+                        "evaluations": evaluations, "coach_counters": counters,
+                        "bias_monitor": bias.state_dict(), "unscored": unscored.state_dict(), "config": config.to_dict(),
+                        "wall_s": wall_carried + time.monotonic() - began_run,
+                    })
+                    write_evaluations(out, evaluations)
             writer.flush()
             progress.update(1)
             if last:
                 break  # run.steps reached, or run.max_minutes spent
         progress.close()
+        if not processes.is_main:  # the run's files are process 0's
+            return out
         export(team, out / "final")
         writer.close()  # the report reads every step back from the event files
         process_s = time.monotonic() - began_run
@@ -196,8 +216,34 @@ def train(config: TrainConfig) -> Path:
             try:
                 environments.close()
             finally:
-                close_coach(coach)
+                try:
+                    close_coach(coach)
+                finally:
+                    processes.close()
     return out
+
+
+def check_launch(config: TrainConfig, processes: Processes) -> None:
+    """Refuse, before anything is built, what several processes cannot run together."""
+    if processes.world == 1:
+        return
+    problems = []
+    if config.generation.backend != "hf":
+        problems.append(f"generation.backend {config.generation.backend} (one server for the run): use hf, each process "
+                        "generating its share of the episodes on its own GPU")
+    if config.rollout.backend != "local":
+        problems.append(f"rollout.backend {config.rollout.backend} (Ray spreads the rollouts of one trainer process "
+                        "itself): use local, or launch one process")
+    if problems:
+        raise ValueError(f"launched as {processes.world} processes, which data-parallel training supports with: "
+                         + "; ".join(problems))
+
+
+class NoWriter:
+    """What a process other than process 0 logs to: nothing (process 0 writes the run's TensorBoard files)."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
 
 
 def code_running_agents(env: Any) -> tuple[str, ...]:
@@ -295,7 +341,7 @@ def trajectory_text(episode: EpisodeResult, limit: int = 1500) -> str:
 
 # ---------------------------------------------------------------------- evaluation
 def evaluate_team(team: Any, config: TrainConfig, environments: Environments, writer: Any, *,
-                  step: int) -> dict[str, Any]:
+                  step: int, processes: Processes = SINGLE) -> dict[str, Any]:
     """Play the evaluation split (one episode per task, or ``eval.episodes``) at the evaluation temperature.
 
     ``team`` is what generates: the :class:`~mappa_train.policy.TeamModel`, or the vLLM server serving it.
@@ -314,10 +360,11 @@ def evaluate_team(team: Any, config: TrainConfig, environments: Environments, wr
         specs = [EpisodeSpec(task_ids[i % len(task_ids)], seed=seeding.derive(config.run.seed, seeding.EVAL_EPISODE, i))
                  for i in range(count)]
         bar = _progress(count, f"evaluating on {config.eval.split} ({'before training' if step == 0 else f'step {step}'})",
-                        unit="episode", enabled=config.run.progress)
-        episodes, times = collect(team, group.slots, specs, temperature=config.model.eval_temperature, top_p=1.0,
-                                  seed=seeding.derive(config.run.seed, seeding.EVAL_ROLLOUT), on_episode=lambda _: bar.update(1),
-                                  on_generate=lambda t: bar.set_postfix(actions=t.actions))
+                        unit="episode", enabled=config.run.progress and processes.is_main)
+        episodes, times = processes.collect(
+            functools.partial(collect, team, group.slots), specs, temperature=config.model.eval_temperature, top_p=1.0,
+            seed=processes.seed(seeding.derive(config.run.seed, seeding.EVAL_ROLLOUT)), on_episode=lambda _: bar.update(1),
+            on_generate=lambda t: bar.set_postfix(actions=t.actions))
     bar.close()
     summary = dict(scorecard.summarise([e.outcome for e in episodes]))
     for metric in scorecard.summary_metrics:

@@ -170,22 +170,40 @@ def policy_loss(
     mask: torch.Tensor,
     *,
     clip_eps: float = 0.2,
+    weights: torch.Tensor | None = None,
 ) -> PolicyLoss:
     """PPO-clip surrogate, averaged over every masked token of the batch (token-level mean).
 
-    ``loss = mean_t −min(ρ_t A_t, clip(ρ_t, 1 − ε, 1 + ε) A_t)`` with ``ρ_t = exp(log π − log π_old)``.
+    ``loss = mean_t −w_t min(ρ_t A_t, clip(ρ_t, 1 − ε, 1 + ε) A_t)`` with ``ρ_t = exp(log π − log π_old)``
+    and ``w_t`` the per-token ``weights`` (1 without them; no gradient flows through them): the truncated
+    importance weights of :func:`truncated_importance_weights`.
     ``approx_kl`` is the k3 estimate of KL(π_old ‖ π), for logging.
     """
     log_ratio = (logprobs - old_logprobs) * mask.to(logprobs.dtype)
     ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
-    loss = masked_mean(-torch.minimum(unclipped, clipped), mask)
+    surrogate = torch.minimum(unclipped, clipped)
+    if weights is not None:
+        surrogate = surrogate * weights.detach().to(surrogate.dtype)
+    loss = masked_mean(-surrogate, mask)
     with torch.no_grad():
         clip_fraction = masked_mean((clipped < unclipped).to(logprobs.dtype), mask)
         approx_kl = masked_mean(ratio - 1.0 - log_ratio, mask)
         ratio_mean = masked_mean(ratio, mask)
     return PolicyLoss(loss, clip_fraction, approx_kl, ratio_mean)
+
+
+def truncated_importance_weights(learner_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, mask: torch.Tensor,
+                                 cap: float) -> torch.Tensor:
+    """``min(π_learner / π_sampler, cap)`` per token, 0 on padding: truncated importance sampling (Yao et al., 2025).
+
+    A sampler (vLLM's kernels, another precision) does not compute exactly the learner's probabilities, so
+    the tokens were drawn from π_sampler while PPO's ratio is taken against the learner's π_old: the
+    weights make the gradient that of samples from π_old, and the cap bounds their variance.
+    """
+    weights = torch.exp(learner_logprobs - sampler_logprobs).clamp(max=cap)
+    return weights * mask.to(weights.dtype)
 
 
 def advantages_for(

@@ -9,7 +9,9 @@ Per group (an agent, or ``shared``):
    model's, and the advantages (:mod:`mappa_train.algorithms`) over the group's whole batch. With
    ``kl_coef`` 0 the reference enters no advantage: its log-probabilities are then computed for the first
    micro-batch only, enough for the logged ``kl_to_reference`` (an estimate from those actions), which
-   saves a forward pass over the rest of the batch (about a quarter of a CPU update);
+   saves a forward pass over the rest of the batch (about a quarter of a CPU update). With ``tis_cap`` the
+   old log-probs are always the learner's, and each token's loss is weighted by its truncated importance
+   weight ``min(π_old / π_sampler, tis_cap)`` against the log-probs recorded while sampling;
 3. split the batch into ``updates_per_step`` mini-batches (shuffled by the group's own stream of the
    update's seed, :mod:`mappa_train.seeding`); each is one optimiser step, accumulated over
    micro-batches of ``micro_batch_size`` actions, with a token-level mean over the whole mini-batch,
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mappa_train import seeding
-from mappa_train.algorithms import advantages_for, masked_mean, policy_loss
+from mappa_train.algorithms import advantages_for, masked_mean, policy_loss, truncated_importance_weights
 from mappa_train.config import AlgorithmConfig, OptimConfig
 from mappa_train.distributed import SINGLE, Processes
 from mappa_train.policy import TeamModel
@@ -94,6 +96,7 @@ class GroupStats:
     response_tokens: float = float("nan")
     grad_norm: float = float("nan")
     learning_rate: float = float("nan")
+    tis_weight: float = float("nan")  # the mean truncated importance weight (algorithm.tis_cap)
     tokens: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -143,12 +146,18 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
 
     prompts = [s.generation.prompt_ids for s in usable]
     completions = [s.generation.completion_ids for s in usable]
-    recorded = None if config.recompute_old_logprobs or not all(s.generation.from_policy for s in usable) else \
-        [s.generation.sampling_logprobs for s in usable]
+    sampled = [s.generation.sampling_logprobs for s in usable]
+    # with truncated importance sampling the learner computes pi_old itself: the recorded ones are pi_sampler's
+    recompute = config.recompute_old_logprobs or config.tis_cap or not all(s.generation.from_policy for s in usable)
+    recorded = None if recompute else sampled
     # with no KL penalty the reference only feeds the kl_to_reference diagnostic: one micro-batch estimates it
     reference_rows = len(usable) if config.kl_coef else min(len(usable), config.micro_batch_size)
     old, ref, mask = _logprobs_without_grad(team, group, prompts, completions, config.micro_batch_size, recorded,
                                             reference_rows=reference_rows, processes=processes)
+    weights = None
+    if config.tis_cap:
+        weights = truncated_importance_weights(old, _padded(sampled, old.shape[1]), mask, config.tis_cap)
+        stats.tis_weight = masked_mean(weights, mask).item()
     rewards = torch.tensor([s.reward * config.reward_scale for s in usable], dtype=torch.float32)
     # a task's samples at the same turn of the agent: similar prompts, not one prompt (algorithms.py says why)
     group_ids = [(s.task_id, s.agent, s.action_index) for s in usable]
@@ -183,7 +192,8 @@ def _update_group(team: TeamModel, optimisation: Optimisation, group: str, sampl
                 logprobs, micro_mask = team.completion_logprobs(model, [prompts[i] for i in rows], [completions[i] for i in rows])
                 width = logprobs.shape[1]
                 result = policy_loss(logprobs, old[rows, :width].to(logprobs.device), advantages[rows, :width].to(logprobs.device),
-                                     micro_mask, clip_eps=config.clip_eps)
+                                     micro_mask, clip_eps=config.clip_eps,
+                                     weights=None if weights is None else weights[rows, :width].to(logprobs.device))
                 share = micro_mask.sum() / tokens_in_minibatch.to(micro_mask.device)  # token mean over the mini-batch
                 (result.loss * share).backward()
                 minibatch_loss += result.loss.item() * share.item()
@@ -245,12 +255,15 @@ def _logprobs_without_grad(team: TeamModel, group: str, prompts, completions, mi
             with team.reference(group) as reference:
                 rp, _ = team.completion_logprobs(reference, [prompts[i] for i in rows], [completions[i] for i in rows])
             computed_ref[rows, : rp.shape[1]] = rp.cpu()
-    if recorded is None:
-        old = processes.sum(computed_old)
-    else:
-        old = torch.zeros(len(prompts), width)
-        for row, logprobs in enumerate(recorded):
-            old[row, : len(logprobs)] = torch.tensor(logprobs, dtype=torch.float32)
+    old = processes.sum(computed_old) if recorded is None else _padded(recorded, width)
     ref = processes.sum(computed_ref)
     ref[reference_rows:] = old[reference_rows:]
     return old, ref, mask
+
+
+def _padded(rows: Sequence[Sequence[float]], width: int) -> torch.Tensor:
+    """Per-token values of each action, right-padded with 0 to ``width``."""
+    out = torch.zeros(len(rows), width)
+    for row, values in enumerate(rows):
+        out[row, : len(values)] = torch.tensor(values, dtype=torch.float32)
+    return out

@@ -292,7 +292,7 @@ def log_step(writer: Any, step: int, team: TeamModel, episodes: Sequence[Episode
     for agent in figures.agents:  # the agents that acted
         stats = group_stats[team.group_of(agent)]
         for name in ("advantage", "policy_loss", "kl_to_reference", "approx_kl", "clip_fraction", "entropy",
-                     "grad_norm", "learning_rate"):
+                     "grad_norm", "learning_rate", "tis_weight"):  # tis_weight: nan (not logged) unless algorithm.tis_cap
             _scalar(writer, f"agent/{agent}/{name}", getattr(stats, name), step)
         if stats.stale_masked:  # only ever with algorithm.stale_samples mask
             _scalar(writer, f"agent/{agent}/stale_masked", stats.stale_masked, step)

@@ -20,7 +20,7 @@ Sampler and learner are different programs: their log-probabilities of the same 
 rounding (measured on CPU, float32: under 1e-3 nats per token for SmolLM2-135M), and a bf16 GPU engine
 differs more. The learner computes π_old itself when ``algorithm.recompute_old_logprobs`` is on (the
 ``mappa-gpu`` recipe's setting), so the PPO ratio never mixes the two; the recorded log-probs then serve
-only as the sampler's, e.g. for a truncated importance weight. Only ``policy.topology lora`` on one base is
+only as the sampler's, e.g. for the truncated importance weight of ``algorithm.tis_cap``. Only ``policy.topology lora`` on one base is
 served in this version.
 """
 

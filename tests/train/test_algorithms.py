@@ -18,6 +18,7 @@ from mappa_train.algorithms import (  # noqa: E402
     returns_to_go,
     rloo_advantages,
     token_rewards,
+    truncated_importance_weights,
 )
 
 t = torch.tensor
@@ -80,6 +81,21 @@ def test_ppo_clip_loss_token_mean_clip_fraction_and_gradient():
     out.loss.backward()
     # only the unclipped token carries gradient: d/dlogp of -(ratio * A)/3 = -0.5/3
     assert new.grad.tolist()[0] == pytest.approx([0.0, -0.5 / 3, 0.0, 0.0], abs=1e-6)
+
+
+def test_truncated_importance_weights_are_the_probability_ratio_capped_and_scale_each_tokens_loss():
+    learner = t([[math.log(0.5), math.log(0.2), math.log(0.9), 0.0]])
+    sampler = t([[math.log(0.5), math.log(0.4), math.log(0.1), 0.0]])
+    mask = t([[1, 1, 1, 0]])
+    weights = truncated_importance_weights(learner, sampler, mask, cap=2.0)
+    # 0.5/0.5 = 1; 0.2/0.4 = 0.5; 0.9/0.1 = 9, capped at 2; padding 0
+    assert weights.tolist()[0] == pytest.approx([1.0, 0.5, 2.0, 0.0])
+    logprobs = t([[-0.3, -1.2, -0.7, 0.0]], requires_grad=True)
+    out = policy_loss(logprobs, logprobs.detach().clone(), t([[2.0, -1.0, 3.0, 9.0]]), mask, weights=weights)
+    # ratio 1 everywhere: loss = -(1 * 2 + 0.5 * -1 + 2 * 3) / 3; each token's gradient carries its weight
+    assert out.loss.item() == pytest.approx(-(2.0 - 0.5 + 6.0) / 3)
+    out.loss.backward()
+    assert logprobs.grad.tolist()[0] == pytest.approx([-2.0 / 3, 0.5 / 3, -6.0 / 3, 0.0])
 
 
 def test_identical_policies_give_ratio_one_and_zero_kl():

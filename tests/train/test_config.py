@@ -66,6 +66,8 @@ def test_every_problem_is_reported_at_once_with_a_fix(tmp_path):
         parse("--algorithm.estimator", "grpo", "--rollout.samples_per_task", "1", "--policy.topology", "adapters")
     message = str(info.value)
     assert "set rollout.samples_per_task >= 2" in message and "policy.topology 'adapters': use shared, lora or separate" in message
+    with pytest.raises(ConfigError, match=r"algorithm.tis_cap 0.5: 0 \(off\) or a cap C >= 1"):
+        parse("--algorithm.tis_cap", "0.5")
 
 
 def test_config_files_that_are_not_there_or_not_yaml_are_explained(tmp_path):

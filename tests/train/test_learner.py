@@ -372,3 +372,27 @@ def test_samples_of_weights_an_update_replaced_are_refused_or_masked_and_counted
         stats = update(team, optimisation, batch + fresh, AlgorithmConfig(stale_samples="mask"), mask_truncated=False, seed=0)
         assert (stats["modeler"].stale_masked, stats["modeler"].actions) == (2, 3)  # the fresh ones trained alone
         assert any(not torch.equal(a, b) for a, b in zip(before, team.trainable_parameters("modeler")))
+
+
+def test_truncated_importance_sampling_weighs_the_update_by_the_learner_over_the_sampler_capped(team):
+    """With algorithm.tis_cap, tokens a sampler thought likelier than the learner does count less, and the
+    weight of those it thought less likely stops at the cap: here visible in the gradient's norm."""
+    import math
+
+    batch = samples_for(team, "analyst", [0.1, 0.9, 0.5])
+    recorded = [list(s.generation.sampling_logprobs) for s in batch]
+
+    def run(shift, cap=2.0):
+        for sample, logprobs in zip(batch, recorded):  # the sampler's log-probs, off the policy's by shift
+            sample.generation.sampling_logprobs = [x + shift for x in logprobs]
+        with adapter_put_back(team, "analyst"):
+            optimisation = Optimisation(team, OptimConfig(lr=1e-2, warmup_ratio=0.0, max_grad_norm=1e6), total_updates=1)
+            return update(team, optimisation, batch, AlgorithmConfig(kl_coef=0.0, micro_batch_size=2, tis_cap=cap),
+                          mask_truncated=False, seed=0)["analyst"]
+
+    agreed, likelier, unlikelier = run(0.0), run(math.log(2.0)), run(-math.log(4.0))
+    assert agreed.tis_weight == pytest.approx(1.0, abs=1e-3)  # the recorded log-probs are the policy's
+    assert likelier.tis_weight == pytest.approx(0.5, rel=1e-3) and unlikelier.tis_weight == pytest.approx(2.0, rel=1e-3)
+    # one mini-batch, ratio 1: the gradient is the weights times the unweighted one
+    assert likelier.grad_norm == pytest.approx(agreed.grad_norm * 0.5, rel=1e-3)
+    assert unlikelier.grad_norm == pytest.approx(agreed.grad_norm * 2.0, rel=1e-3)  # 4, capped at 2

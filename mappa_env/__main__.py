@@ -120,6 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     cb.add_argument("--out", type=Path, default=None, metavar="PATH", help="also write the figures as JSON here")
     cb.add_argument("--no-progress", action="store_true", help="hide the progress bars (playing the suite, scoring it)")
 
+    vw = sub.add_parser(
+        "view",
+        help="write a browser page of episodes: every action's reply, code output and coach verdict",
+        description="Write one self-contained HTML page (no server, no network: open it from disk) of the episodes at "
+        "PATH: an evaluation results file of `evaluate`, a directory of them, or a training run directory "
+        "(runs/<name>: the episodes its steps sampled and its evaluations, and its curves). Filter by task, task "
+        "type, outcome, agent, status, coach score, source and training step, or search the text; each episode opens "
+        "as a timeline of its actions. See docs/viewer.md.",
+    )
+    vw.add_argument("path", type=Path, help="results .json, a directory of them, or runs/<name>")
+    vw.add_argument("--output", type=Path, default=None,
+                    help="the page (default: <run>/episodes.html, <dir>/episodes.html, or <results>.html beside the file)")
+    vw.add_argument("--serve", action="store_true", help="also serve the page on 127.0.0.1 until Ctrl-C")
+    vw.add_argument("--port", type=int, default=0, help="port for --serve (default: a free one, printed)")
+
     ls = sub.add_parser("list", help="list registered environments, or the tasks of a split")
     ls.add_argument("what", choices=["envs", "tasks"])
     ls.add_argument("--split", default="all", choices=SPLITS)
@@ -157,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         return _coach_bench(args)
     if args.command == "sandbox":
         return _build_image(args)
+    if args.command == "view":
+        return _view(args)
     return _list(args)
 
 
@@ -209,6 +226,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     path = write_results(results, args.output or Path("results") / f"eval-{safe_policy}-{args.split}.json")
     print(results_table(results))
     print(f"\n{len(results['episodes'])} episodes; results written to {path}")
+    return 0
+
+
+def _view(args: argparse.Namespace) -> int:
+    from mappa_env.viewer import ViewError, read_collection, write_page
+    from mappa_env.viewer.serving import default_page_path, serve_page
+
+    try:
+        collection = read_collection(args.path)
+    except ViewError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    path = write_page(collection, args.output or default_page_path(args.path))
+    actions = sum(len(e["actions"]) for e in collection.episodes)
+    print(f"{len(collection.episodes)} episodes, {actions} actions: {path}")
+    if args.serve:
+        serve_page(path, port=args.port)
     return 0
 
 

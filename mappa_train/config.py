@@ -244,6 +244,8 @@ class RunConfig:
     output_dir: str | None = option(None, "TensorBoard logs, checkpoints, report.md (default: runs/<name>)")
     checkpoint_every: int = option(1, "write a checkpoint every N steps (0: only at the end)")
     sample_every: int = option(1, "log a sample trajectory as text every N steps (0: never)")
+    keep_episode_steps: int = option(20, "keep the episodes of the newest N training steps in <run>/episodes/ for the "
+                                         "viewer (episodes.html; evaluations are always kept; 0: no training step's)")
     resume: bool = option(False, "continue from the last checkpoint in output_dir")
     progress: bool = option(True, "show a progress bar")
     threads: int = option(0, "torch intra-op threads; 0 keeps torch's default (one per core); set it below the core "
@@ -388,7 +390,8 @@ class TrainConfig:
         need(ev.every >= 0 and ev.envs_in_flight >= 0, "eval.every and eval.envs_in_flight must be >= 0 "
              "(eval.envs_in_flight 0: as rollout.envs_in_flight)")
         need(run.steps >= 1 and run.max_minutes >= 0, "run.steps must be >= 1 and run.max_minutes >= 0")
-        need(run.checkpoint_every >= 0 and run.sample_every >= 0, "run.checkpoint_every and run.sample_every must be >= 0")
+        need(run.checkpoint_every >= 0 and run.sample_every >= 0 and run.keep_episode_steps >= 0,
+             "run.checkpoint_every, run.sample_every and run.keep_episode_steps must be >= 0")
         need(run.threads >= 0, f"run.threads must be >= 0 (0: torch's default), got {run.threads}")
         cw = self.coach_watch
         need(cw.bias_min_count >= 2 and cw.bias_threshold >= 0,

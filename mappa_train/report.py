@@ -199,12 +199,13 @@ def run_warnings(evaluations: Mapping[str, Any], scorecard: Scorecard, scalars: 
 
 def write_report(out: Path, config: Any, evaluations: Mapping[str, Any], *, facts: RunFacts, scorecard: Scorecard,
                  coaching: Sequence[str] = (), scalars: Scalars | None = None,
-                 warnings: Sequence[str] | None = None) -> Path:
+                 warnings: Sequence[str] | None = None, episodes_page: Path | None = None) -> Path:
     """``report.md`` (and ``curves.png`` beside it) in ``out``: what was trained, the facts of the run, the
     before/after table on the evaluation split, the first and last step per agent, and how the coach did
     (``coaching``: lines on unscored actions and the bias monitor). ``scalars``: the run's logged scalars
     (default: read from the event files in ``out``); ``warnings``: the run's :func:`run_warnings`, shown in bold
-    (default: computed here). ``config`` is the run's :class:`~mappa_train.config.TrainConfig`."""
+    (default: computed here). ``config`` is the run's :class:`~mappa_train.config.TrainConfig`; ``episodes_page``
+    the viewer's page of the run's episodes, linked when given."""
     scalars = read_scalars(out) if scalars is None else scalars
     picture = plot_curves(out / CURVES, scorecard, evaluations, scalars, facts.agents)
     rows = [(name, result["summary"]) for name, result in evaluations.items()]
@@ -234,6 +235,10 @@ def write_report(out: Path, config: Any, evaluations: Mapping[str, Any], *, fact
              f"![curves]({CURVES})" if picture else "Nothing to plot: no training step was logged and no evaluation ran.", "",
              "## Coach", "", *coaching, "",
              "Curves: `tensorboard --logdir " + str(out) + "`. Agents exported to `final/`."]
+    if episodes_page is not None:
+        text += ["", f"Episodes, action by action (each reply, its code's output, the coach's verdict and the reward): "
+                     f"[{episodes_page.name}]({episodes_page.name}), a page to open in a browser (`python -m mappa_env view "
+                     f"{out}` writes it again)."]
     path = out / "report.md"
     path.write_text("\n".join(text) + "\n", encoding="utf-8")
     return path

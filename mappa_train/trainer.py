@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mappa_train import checkpoint, seeding
+from mappa_train import checkpoint, episode_files, seeding
 from mappa_env.scorecard import scorecard_of
 
 from mappa_train.coach_watch import BiasWatch, UnscoredWatch, load_audit_set, probe_coach
@@ -116,8 +116,14 @@ def train(config: TrainConfig) -> Path:
             writer.add_text("config", "```yaml\n" + _yaml(config.to_dict()) + "\n```", 0)
             (out / "config.yaml").write_text(_yaml(config.to_dict()), encoding="utf-8")
 
+        def evaluate(label: str, step: int) -> None:
+            """evaluations[label]; process 0 keeps its episodes for the viewer."""
+            keep = functools.partial(episode_files.record_evaluation, out, label=label, step=step, env_id=config.env.id)
+            evaluations[label] = evaluate_team(actor, config, environments, writer, step=step, processes=processes,
+                                               on_episodes=keep if processes.is_main else None)
+
         if config.eval.before and "before" not in evaluations:
-            evaluations["before"] = evaluate_team(actor, config, environments, writer, step=0, processes=processes)
+            evaluate("before", 0)
 
         progress = _progress(config.run.steps, "training", unit="step", enabled=config.run.progress and processes.is_main,
                              initial=start_step)
@@ -162,6 +168,9 @@ def train(config: TrainConfig) -> Path:
             say(figures.line(config.run.steps))
             if config.run.sample_every and (step + 1) % config.run.sample_every == 0:
                 writer.add_text("sample/trajectory", trajectory_text(episodes[0]), step + 1)
+            if config.run.keep_episode_steps and processes.is_main:  # for the viewer: episodes.html
+                episode_files.record_step(out, episodes, step=step + 1, keep=config.run.keep_episode_steps,
+                                          env_id=config.env.id)
 
             # ---------------------------------------------------------------- evaluate, checkpoint
             steps_done = step + 1
@@ -169,12 +178,11 @@ def train(config: TrainConfig) -> Path:
             last = step + 1 == config.run.steps or processes.any(deadline is not None and time.monotonic() >= deadline)
             if config.eval.every and (step + 1) % config.eval.every == 0 and not last:
                 began_evaluation = time.monotonic()
-                evaluations[f"step {step + 1}"] = evaluate_team(actor, config, environments, writer, step=step + 1,
-                                                                processes=processes)
+                evaluate(f"step {step + 1}", step + 1)
                 if deadline is not None:  # run.max_minutes counts training: an evaluation on the way is extra
                     deadline += time.monotonic() - began_evaluation
             if last and config.eval.after:
-                evaluations["after"] = evaluate_team(actor, config, environments, writer, step=step + 1, processes=processes)
+                evaluate("after", step + 1)
             if last or (config.run.checkpoint_every and (step + 1) % config.run.checkpoint_every == 0):
                 counters = coach_counters(processes.gather(environments.coach_snapshots()), coach_carried)  # evaluations' too
                 if processes.is_main:  # the others resume from process 0's checkpoint
@@ -205,8 +213,11 @@ def train(config: TrainConfig) -> Path:
         scalars = read_scalars(out)
         scorecard = scorecard_of(training.local)
         warnings = run_warnings(evaluations, scorecard, scalars, facts)
+        page = out / episode_files.PAGE if any((out / episode_files.DIRECTORY).glob("*.json")) else None
         write_report(out, config, evaluations, facts=facts, scorecard=scorecard,
-                     coaching=[unscored.summary(), "", *bias.summary()], scalars=scalars, warnings=warnings)
+                     coaching=[unscored.summary(), "", *bias.summary()], scalars=scalars, warnings=warnings,
+                     episodes_page=page)
+        episode_files.write_run_page(out)  # after the report: the page shows its curves.png
         for warning in warnings:
             progress.write(f"{warning} (see {out / 'report.md'})", file=sys.stderr)
     finally:
@@ -341,7 +352,8 @@ def trajectory_text(episode: EpisodeResult, limit: int = 1500) -> str:
 
 # ---------------------------------------------------------------------- evaluation
 def evaluate_team(team: Any, config: TrainConfig, environments: Environments, writer: Any, *,
-                  step: int, processes: Processes = SINGLE) -> dict[str, Any]:
+                  step: int, processes: Processes = SINGLE,
+                  on_episodes: Callable[[list[EpisodeResult]], None] | None = None) -> dict[str, Any]:
     """Play the evaluation split (one episode per task, or ``eval.episodes``) at the evaluation temperature.
 
     ``team`` is what generates: the :class:`~mappa_train.policy.TeamModel`, or the vLLM server serving it.
@@ -349,6 +361,7 @@ def evaluate_team(team: Any, config: TrainConfig, environments: Environments, wr
     Episodes run through the same batched rollout as training, on environments of the evaluation
     split; the summary is the environment's scorecard's (:func:`scorecard_of`), so the numbers mean what
     ``python -m mappa_env evaluate`` reports. Each summary metric is logged as ``eval/<split>/<name>``.
+    ``on_episodes`` is given the episodes played (the trainer writes them for the viewer).
     """
     in_flight = config.eval.envs_in_flight or config.rollout.envs_in_flight
     with environments.open(config.eval.split, lambda env: min(config.eval.episodes or len(env.unwrapped.tasks),
@@ -366,6 +379,8 @@ def evaluate_team(team: Any, config: TrainConfig, environments: Environments, wr
             seed=processes.seed(seeding.derive(config.run.seed, seeding.EVAL_ROLLOUT)), on_episode=lambda _: bar.update(1),
             on_generate=lambda t: bar.set_postfix(actions=t.actions))
     bar.close()
+    if on_episodes is not None:
+        on_episodes(episodes)
     summary = dict(scorecard.summarise([e.outcome for e in episodes]))
     for metric in scorecard.summary_metrics:
         _scalar(writer, f"eval/{config.eval.split}/{metric.name}", summary.get(metric.name), step)

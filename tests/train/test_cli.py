@@ -83,6 +83,18 @@ def test_the_tiny_config_trains_two_steps_and_leaves_logs_checkpoints_exports_an
     assert [e.value for e in events.Scalars("coach/bias/flags")] == [0.0, 0.0]  # the unbiased receipts coach
     assert "sample/trajectory" in events.Tags()["tensors"] or "sample/trajectory/text_summary" in events.Tags()["tensors"]
 
+    # the viewer's files: both evaluations and both steps, every action with its verdict and reward; the page
+    from mappa_env.viewer import read_collection
+
+    assert sorted(p.name for p in (out / "episodes").iterdir()) == [
+        "eval-step-000000.json", "eval-step-000002.json", "step-000001.json", "step-000002.json"]
+    episodes = read_collection(out).episodes
+    assert [(e["label"], e["kind"]) for e in episodes] == [("before", "evaluation")] * 2 + [("step 1", "training")] * 2 + \
+        [("step 2", "training")] * 2 + [("after", "evaluation")] * 2
+    trained = [a for e in episodes if e["kind"] == "training" for a in e["actions"]]
+    assert trained and all(a["verdict"]["coach"] == "receipts" and a["reward"] is not None for a in trained)
+    assert (out / "episodes.html").is_file() and "[episodes.html](episodes.html)" in report
+
 
 def _scalars(directory):
     """Every scalar of a run as ``{tag: [(step, value), ...]}``, its event files in the order they were begun."""

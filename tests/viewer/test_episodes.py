@@ -131,3 +131,24 @@ def test_episode_file_text_is_cut_head_and_tail_and_old_training_steps_are_the_o
     assert "characters cut" in action["stdout"]
     files = [tmp_path / f"step-{n:06d}.json" for n in (9, 10, 11, 2)] + [tmp_path / "eval-step-000000.json"]
     assert [p.name for p in old_step_files(files, 2)] == ["step-000002.json", "step-000009.json"]
+
+
+def test_serve_answers_with_the_page_on_loopback_and_nothing_else(results_dir, tmp_path):
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    page = tmp_path / "served.html"
+    proc = subprocess.Popen([sys.executable, "-m", "mappa_env", "view", str(results_dir / "eval-math.json"), "--output",
+                             str(page), "--serve"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "2 episodes" in proc.stdout.readline()
+        url = re.search(r"serving (http://127\.0\.0\.1:\d+/served\.html)", proc.stdout.readline()).group(1)
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert answer.read().decode("utf-8") == page.read_text(encoding="utf-8")
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(url.rsplit("/", 1)[0] + "/../eval-math.json", timeout=10)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

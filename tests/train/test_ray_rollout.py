@@ -7,7 +7,6 @@ them and on local environments, with the default receipts coach, so any differen
 
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 
@@ -20,6 +19,7 @@ import ray  # noqa: E402
 from mappa_train.policy import Generation  # noqa: E402
 from mappa_train.ray_rollout import RayEnvPool  # noqa: E402
 from mappa_train.rollout import EpisodeSpec, collect  # noqa: E402
+from ray_processes import ray_processes  # noqa: E402
 
 
 class PromptTeam:
@@ -42,11 +42,6 @@ def played(episodes):
     """What an episode is, backend aside: its outcome and, per action, who acted, what they said, what ran, the reward."""
     return [(e.task_id, e.seed, e.outcome, [(s.agent, s.action_index, s.generation.text, s.reward, s.step.get("stdout"))
                                             for s in e.samples]) for e in episodes]
-
-
-def ray_processes() -> list[str]:
-    found = subprocess.run(["pgrep", "-af", "raylet|gcs_server|ray::"], capture_output=True, text=True).stdout
-    return [line for line in found.splitlines() if "pgrep" not in line]
 
 
 def test_ray_workers_play_the_same_episodes_as_local_environments_and_leave_no_process():

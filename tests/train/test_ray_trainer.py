@@ -7,7 +7,6 @@ cluster the trainer starts and stops itself.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
@@ -21,6 +20,7 @@ from mappa_train.config import ConfigError, TrainConfig, load_config  # noqa: E4
 from mappa_train.policy import TeamModel  # noqa: E402
 from mappa_train.report import read_scalars  # noqa: E402
 from mappa_train.trainer import train  # noqa: E402
+from ray_processes import ray_processes  # noqa: E402
 
 
 def tiny_math(out, **sections):
@@ -29,11 +29,6 @@ def tiny_math(out, **sections):
     for name, values in sections.items():
         data[name] = {**data[name], **values}
     return TrainConfig.from_dict(data).validate()
-
-
-def ray_processes() -> list[str]:
-    found = subprocess.run(["pgrep", "-af", "raylet|gcs_server|ray::"], capture_output=True, text=True).stdout
-    return [line for line in found.splitlines() if "pgrep" not in line]
 
 
 def test_a_ray_run_trains_on_the_same_episodes_as_a_local_one(tmp_path):

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from mappa_env.paths import write_text_whole
 from mappa_env.policies import Policy, bind_to, make_policy
 from mappa_env.records import NO_CODE, RECORDS_FORMAT_VERSION, outcome_succeeded, requests_to_json, unscored_reason
 from mappa_env.scorecard import scorecard_of
@@ -226,12 +227,7 @@ def coaching_table(coaching: Mapping[str, Any]) -> str:
 
 def write_results(results: Mapping[str, Any], path: str | Path) -> Path:
     """Write evaluation results as JSON (atomically: a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=_json_default))
-    tmp.replace(path)
-    return path
+    return write_text_whole(path, json.dumps(results, indent=2, default=_json_default))
 
 
 def results_table(results: Mapping[str, Any]) -> str:

@@ -48,8 +48,13 @@ def record_evaluation(out: Path, episodes: Sequence[EpisodeResult], *, label: st
                        step=step, env_id=env_id)
 
 
+def recorded(out: Path) -> bool:
+    """Whether the run in ``out`` has recorded any episode file."""
+    return any((out / DIRECTORY).glob("*.json"))
+
+
 def write_run_page(out: Path) -> Path | None:
     """``<run>/episodes.html`` from the run's episode files (None when the run recorded none)."""
-    if not any((out / DIRECTORY).glob("*.json")):
+    if not recorded(out):
         return None
     return write_page(read_collection(out), out / PAGE)

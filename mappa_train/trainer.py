@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from mappa_train import checkpoint, episode_files, seeding
+from mappa_env.paths import write_text_whole
 from mappa_env.scorecard import scorecard_of
 
 from mappa_train.coach_watch import BiasWatch, UnscoredWatch, load_audit_set, probe_coach
@@ -213,7 +214,7 @@ def train(config: TrainConfig) -> Path:
         scalars = read_scalars(out)
         scorecard = scorecard_of(training.local)
         warnings = run_warnings(evaluations, scorecard, scalars, facts)
-        page = out / episode_files.PAGE if any((out / episode_files.DIRECTORY).glob("*.json")) else None
+        page = out / episode_files.PAGE if episode_files.recorded(out) else None
         write_report(out, config, evaluations, facts=facts, scorecard=scorecard,
                      coaching=[unscored.summary(), "", *bias.summary()], scalars=scalars, warnings=warnings,
                      episodes_page=page)
@@ -393,11 +394,7 @@ def evaluate_team(team: Any, config: TrainConfig, environments: Environments, wr
 
 def write_evaluations(out: Path, evaluations: Mapping[str, Any]) -> Path:
     """``out/evaluations.json``: every evaluation so far, per episode, written whole or not at all."""
-    path = out / "evaluations.json"
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(dict(evaluations), indent=1), encoding="utf-8")
-    partial.replace(path)
-    return path
+    return write_text_whole(out / "evaluations.json", json.dumps(dict(evaluations), indent=1))
 
 
 def episode_record(episode: EpisodeResult) -> dict[str, Any]:

@@ -17,7 +17,6 @@ status and duration, the files changed, the coach's verdict, and the reward that
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mappa_env.error import Error
+from mappa_env.paths import write_text_whole
 from mappa_env.records import RECORDS_FORMAT_VERSION, outcome_succeeded, unscored_reason
 
 EPISODES_FORMAT = "mappa-episodes"
@@ -91,14 +91,9 @@ def episode_entry(*, task_id: str, task_type: str, seed: int | None, outcome: Ma
 def write_episode_file(path: str | Path, episodes: Sequence[Mapping[str, Any]], *, kind: str, label: str,
                        step: int | None, env_id: str) -> Path:
     """Write ``episodes`` (from :func:`episode_entry`) as one episode file, whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     data = {"format": EPISODES_FORMAT, "format_version": EPISODES_FORMAT_VERSION, "kind": kind, "label": label,
             "step": step, "env_id": env_id, "episodes": list(episodes)}
-    partial.write_text(json.dumps(data, default=str), encoding="utf-8")
-    os.replace(partial, path)
-    return path
+    return write_text_whole(path, json.dumps(data, default=str))
 
 
 def read_collection(path: str | Path) -> Collection:

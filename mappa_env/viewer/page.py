@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mappa_env.paths import write_text_whole
 from mappa_env.viewer.episodes import Collection
 
 TEMPLATE = Path(__file__).with_name("page.html")
@@ -49,9 +50,4 @@ def _finite(value: Any) -> Any:
 
 def write_page(collection: Collection, path: str | Path) -> Path:
     """Write the page for ``collection`` to ``path`` (whole or not at all); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(page_html(collection), encoding="utf-8")
-    partial.replace(path)
-    return path
+    return write_text_whole(path, page_html(collection))
